@@ -1,0 +1,304 @@
+"""Data: load, validate, preprocess, split and balance.
+
+Everything takes AnnData plus the keys and labels from the config; nothing is
+hard-coded to Kang's column names.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+from scipy import sparse
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+CACHE_DIR = PROJECT_ROOT / "data"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named dataset: where to find it and how to check it."""
+
+    filename: str
+    sha256: str
+    env_var: str
+    url: str | None = None
+
+
+# scGen's own Kang validation split lives in the history of the authors' repo;
+# the URL is pinned to the commit that added it and checked by sha256.
+DATASETS = {
+    "kang": Dataset(
+        filename="kang_pbmc_scgen.h5ad",
+        sha256="83f89f5356a4c01f65bbcee225eb45d8d8b13b6c962724431a26c1bf568ff09e",
+        env_var="SCGEN_KANG_PATH",
+        url="https://github.com/theislab/scgen/raw/"
+        "dd7e178f9b42b9dfef9eb18d0da4b8e3caea4cf7/data/valid.h5ad",
+    ),
+    "kang_counts": Dataset(
+        filename="kang_ifnb_counts_2000.h5ad",
+        sha256="4f0ef8bb2ebaf976457b58ef496d76dca41fe6fbf15f978df70e94dec303fd31",
+        env_var="SCGEN_KANG_COUNTS_PATH",
+    ),
+    "kang_100genes": Dataset(
+        filename="kang_counts_9517x100.h5ad",
+        sha256="0536c12780f5abbf03ad46fc37fafb99850cde146314dfa19cd43c29221450fd",
+        env_var="SCGEN_KANG_100GENES_PATH",
+    ),
+}
+
+
+def sha256sum(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_path(name_or_path: str | Path, path: str | Path | None = None) -> Path:
+    """Find a dataset file.
+
+    A named dataset resolves, in order: the explicit ``path``, its environment
+    variable, the project's ``data/`` cache, ``../shared/data/``, and finally a
+    download of the public original (checked by sha256) into ``data/``.
+    Anything else is taken as a path to an ``.h5ad`` file.
+    """
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"explicit data path {str(path)!r} does not exist")
+        return path
+    name = str(name_or_path)
+    if name not in DATASETS:
+        candidate = Path(name).expanduser()
+        if candidate.exists():
+            return candidate
+        raise FileNotFoundError(
+            f"{name!r} is neither a known dataset ({sorted(DATASETS)}) nor an existing file"
+        )
+    info = DATASETS[name]
+    from_env = os.environ.get(info.env_var)
+    if from_env:
+        if not Path(from_env).exists():
+            raise FileNotFoundError(f"${info.env_var}={from_env!r} does not exist")
+        return Path(from_env)
+    for folder in (CACHE_DIR, SHARED_DATA):
+        if (folder / info.filename).exists():
+            return folder / info.filename
+    if info.url is None:
+        raise FileNotFoundError(
+            f"dataset {name!r} ({info.filename}) not found in {CACHE_DIR} or {SHARED_DATA}, "
+            f"and it has no public download; set ${info.env_var}"
+        )
+    return download(info, CACHE_DIR / info.filename)
+
+
+def download(info: Dataset, target: Path) -> Path:
+    """Download ``info.url`` to ``target`` and verify its sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".part")
+    urllib.request.urlretrieve(info.url, partial)
+    found = sha256sum(partial)
+    if found != info.sha256:
+        partial.unlink()
+        raise OSError(f"download of {info.url} has sha256 {found}, expected {info.sha256}")
+    partial.replace(target)
+    return target
+
+
+def dense(X) -> np.ndarray:
+    """A float32 dense copy of an AnnData matrix (sparse or not)."""
+    if sparse.issparse(X):
+        X = X.toarray()
+    return np.asarray(X, dtype=np.float32)
+
+
+def looks_like_counts(X, sample: int = 20000, seed: int = 0) -> bool:
+    """True when the stored values are non-negative integers (raw UMI counts)."""
+    values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
+    if values.size == 0:
+        return False
+    rng = np.random.default_rng(seed)
+    picked = values if values.size <= sample else rng.choice(values, sample, replace=False)
+    return bool(np.all(picked >= 0) and np.all(np.mod(picked, 1) == 0))
+
+
+def looks_log_normalised(X) -> bool:
+    """True for non-negative, non-integer data with a log-scale maximum (< 50)."""
+    values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
+    if values.size == 0:
+        return False
+    return bool(values.min() >= 0 and values.max() < 50 and not looks_like_counts(X))
+
+
+def preprocess(adata: ad.AnnData, n_top_genes: int = 2000, min_genes: int = 200,
+               min_cells: int = 3, target_sum: float = 1e4) -> ad.AnnData:
+    """Filter, normalise, log1p and keep highly variable genes, as scGen's paper did.
+
+    Raw counts are kept in ``layers['counts']``.  Data that is already
+    log-normalised is never logged twice: only the gene selection is applied.
+    """
+    adata = adata.copy()
+    sc.pp.filter_cells(adata, min_genes=min_genes)
+    sc.pp.filter_genes(adata, min_cells=min_cells)
+    if looks_like_counts(adata.X):
+        adata.layers["counts"] = adata.X.copy()
+        sc.pp.normalize_total(adata, target_sum=target_sum)
+        sc.pp.log1p(adata)
+    elif looks_log_normalised(adata.X):
+        warnings.warn("data already looks log-normalised: skipping normalise and log1p")
+    else:
+        raise ValueError(
+            "X is neither raw counts (non-negative integers) nor log-normalised "
+            "(non-negative, max < 50); cannot preprocess it safely"
+        )
+    n_top_genes = min(n_top_genes, adata.n_vars)
+    sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes)
+    return adata[:, adata.var["highly_variable"]].copy()
+
+
+def check_anndata(adata: ad.AnnData, condition_key: str, cell_type_key: str,
+                  control_label: str, stimulated_label: str) -> None:
+    """Raise a clear error for input scGen cannot use; say what exists instead."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes)")
+    for key in (condition_key, cell_type_key):
+        if key not in adata.obs:
+            raise KeyError(
+                f"obs column {key!r} not found; available columns: {list(adata.obs.columns)}"
+            )
+    conditions = set(adata.obs[condition_key].astype(str).unique())
+    for label, role in ((control_label, "control"), (stimulated_label, "stimulated")):
+        if label not in conditions:
+            raise ValueError(
+                f"{role} label {label!r} not found in obs[{condition_key!r}]; "
+                f"labels present: {sorted(conditions)}"
+            )
+    if not adata.obs_names.is_unique:
+        duplicated = adata.obs_names[adata.obs_names.duplicated()].unique()[:5]
+        raise ValueError(
+            f"obs names are not unique (e.g. {list(duplicated)}); call adata.obs_names_make_unique()"
+        )
+    values = adata.X.data if sparse.issparse(adata.X) else np.asarray(adata.X)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"X holds {int((~np.isfinite(values)).sum())} NaN or Inf values")
+    if values.size and values.min() < 0:
+        raise ValueError(
+            f"X holds negative values (min {values.min():.3g}); scGen expects "
+            "log-normalised expression (non-negative)"
+        )
+
+
+def load(name_or_path: str | Path = "kang", *, path: str | Path | None = None,
+         condition_key: str = "condition", cell_type_key: str = "cell_type",
+         control_label: str = "control", stimulated_label: str = "stimulated",
+         preprocess_counts: bool = False, n_top_genes: int = 2000) -> ad.AnnData:
+    """Load a dataset by name (``kang``, ``kang_counts``, ``kang_100genes``) or path.
+
+    Raw counts are refused unless ``preprocess_counts`` is set, in which case
+    they are preprocessed with :func:`preprocess`.  The result is validated with
+    :func:`check_anndata`.
+    """
+    file = resolve_path(name_or_path, path)
+    adata = ad.read_h5ad(file)
+    adata.uns["source_file"] = str(file)
+    if preprocess_counts:
+        adata = preprocess(adata, n_top_genes=n_top_genes)
+    elif looks_like_counts(adata.X):
+        raise ValueError(
+            f"{file.name} holds raw counts (integer values); scGen expects "
+            "log-normalised data: load it with preprocess_counts=True "
+            "(config: preprocess=True)"
+        )
+    check_anndata(adata, condition_key, cell_type_key, control_label, stimulated_label)
+    return adata
+
+
+def load_for(config) -> ad.AnnData:
+    """:func:`load` with the dataset, keys and labels of a :class:`ScGenConfig`."""
+    return load(config.dataset, condition_key=config.condition_key,
+                cell_type_key=config.cell_type_key, control_label=config.control_label,
+                stimulated_label=config.stimulated_label,
+                preprocess_counts=config.preprocess, n_top_genes=config.n_top_genes)
+
+
+@dataclass
+class Split:
+    """The hold-out split of DESIGN.md.
+
+    train        every cell except the held-out type's stimulated cells
+    ctrl_target  the held-out type's control cells (input at prediction time)
+    truth        the held-out type's stimulated cells (scoring only)
+    """
+
+    train: ad.AnnData
+    ctrl_target: ad.AnnData
+    truth: ad.AnnData
+
+
+def split_held_out(adata: ad.AnnData, config) -> Split:
+    """Hold out ``config.held_out_cell_type``'s stimulated cells."""
+    check_anndata(adata, config.condition_key, config.cell_type_key,
+                  config.control_label, config.stimulated_label)
+    cell_type = adata.obs[config.cell_type_key].astype(str)
+    condition = adata.obs[config.condition_key].astype(str)
+    target = config.held_out_cell_type
+    if target not in set(cell_type):
+        raise ValueError(
+            f"held-out cell type {target!r} not in obs[{config.cell_type_key!r}]; "
+            f"cell types present: {sorted(set(cell_type))}"
+        )
+    is_target = (cell_type == target).to_numpy()
+    is_ctrl = (condition == config.control_label).to_numpy()
+    is_stim = (condition == config.stimulated_label).to_numpy()
+    if not (is_target & is_ctrl).any():
+        raise ValueError(
+            f"held-out cell type {target!r} has no {config.control_label!r} cells: "
+            "scGen needs them as input to predict the stimulated state"
+        )
+    if not (is_target & is_stim).any():
+        raise ValueError(
+            f"held-out cell type {target!r} has no {config.stimulated_label!r} cells "
+            "to score the prediction against"
+        )
+    held_out = is_target & is_stim
+    train = adata[~held_out].copy()
+    if not (train.obs[config.condition_key].astype(str) == config.stimulated_label).any():
+        raise ValueError(
+            f"no {config.stimulated_label!r} cells remain for training once "
+            f"{target!r} is held out: another cell type must be seen stimulated"
+        )
+    return Split(train=train,
+                 ctrl_target=adata[is_target & is_ctrl].copy(),
+                 truth=adata[held_out].copy())
+
+
+def balance(labels, rng: np.random.Generator) -> np.ndarray:
+    """Indices that resample every label *with replacement* to the largest label's size.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_cells,)
+    rng : numpy Generator (seeded by the caller)
+
+    Returns
+    -------
+    np.ndarray of shape (n_labels * largest,), positions into ``labels``.
+    A label with a single cell is repeated; that is what "balanced" means here.
+    """
+    labels = np.asarray(labels).astype(str)
+    if labels.size == 0:
+        raise ValueError("cannot balance an empty set of cells")
+    names, counts = np.unique(labels, return_counts=True)
+    largest = counts.max()
+    picks = [rng.choice(np.flatnonzero(labels == name), size=largest, replace=True)
+             for name in names]
+    return np.concatenate(picks)
