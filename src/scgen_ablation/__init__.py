@@ -1,13 +1,13 @@
 """scGen, rebuilt one component at a time.
 
 Modules follow the pipeline, each importing only those before it:
-config -> data -> model -> train -> predict -> metrics -> experiment -> plots -> tracking.
+config -> data -> model -> training -> prediction -> metrics -> experiment -> plots -> tracking.
 """
 from .config import ScGenConfig, preset
 from .data import load, load_for, split_held_out
 from .experiment import Result, run
-from .predict import predict
-from .train import TrainedModel, train
+from .prediction import predict
+from .training import TrainedModel, train
 
 __all__ = ["ScGenConfig", "preset", "load", "load_for", "split_held_out", "run", "Result",
            "predict", "train", "TrainedModel"]

@@ -302,3 +302,13 @@ def balance(labels, rng: np.random.Generator) -> np.ndarray:
     picks = [rng.choice(np.flatnonzero(labels == name), size=largest, replace=True)
              for name in names]
     return np.concatenate(picks)
+
+
+def summary(adata: ad.AnnData, config) -> "pd.DataFrame":
+    """Cells per cell type and condition, with totals."""
+    import pandas as pd
+
+    table = pd.crosstab(adata.obs[config.cell_type_key].astype(str),
+                        adata.obs[config.condition_key].astype(str), margins=True,
+                        margins_name="total")
+    return table

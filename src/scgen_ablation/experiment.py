@@ -13,8 +13,8 @@ import numpy as np
 from . import metrics
 from .config import ScGenConfig
 from .data import Split, dense, split_held_out
-from .predict import predict
-from .train import EpochCallback, TrainedModel, train
+from .prediction import predict
+from .training import EpochCallback, TrainedModel, train
 
 
 @dataclass
@@ -54,15 +54,39 @@ def score_all(split: Split, prediction: np.ndarray, config: ScGenConfig,
     return scores, predictions
 
 
-def run(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | None = None,
-        checkpoint_path: str | Path | None = None, progress: bool = True) -> Result:
-    """Hold out ``config.held_out_cell_type``, train, predict it, and score it."""
-    split = split_held_out(adata, config)
-    degs = metrics.top_degs(split, config)  # fails early, before training, on too few genes
-    model = train(split.train, config, callback=callback, checkpoint_path=checkpoint_path,
-                  progress=progress)
+def assess(model: TrainedModel, split: Split, degs: list[str], config: ScGenConfig) -> Result:
+    """Predict the held-out type with a trained model and score it (no training).
+
+    Stages that change only the prediction (balancing, delta from samples)
+    reuse one trained model through this.
+    """
     prediction = predict(model, split.train, split.ctrl_target, config)
     scores, baseline_predictions = score_all(split, dense(prediction.X), config, degs)
     scores["epochs_run"] = len(model.history)
     scores["best_epoch"] = model.best_epoch or 0
     return Result(config, split, model, prediction, degs, scores, baseline_predictions)
+
+
+def prepare(adata: ad.AnnData, config: ScGenConfig) -> tuple[Split, list[str]]:
+    """The hold-out split and the held-out type's top DEGs (checked before any training)."""
+    split = split_held_out(adata, config)
+    return split, metrics.top_degs(split, config)
+
+
+def run(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | None = None,
+        checkpoint_path: str | Path | None = None, progress: bool = True) -> Result:
+    """Hold out ``config.held_out_cell_type``, train, predict it, and score it."""
+    split, degs = prepare(adata, config)
+    model = train(split.train, config, callback=callback, checkpoint_path=checkpoint_path,
+                  progress=progress)
+    return assess(model, split, degs, config)
+
+
+def metrics_table(result: Result, label: str = "model") -> "pd.DataFrame":
+    """One row per method (the model and each baseline), one column per R² metric."""
+    import pandas as pd
+
+    rows = {label: {m: result.metrics[m] for m in metrics.METRICS}}
+    for name in result.baseline_predictions:
+        rows[name] = {m: result.metrics[f"{name}_{m}"] for m in metrics.METRICS}
+    return pd.DataFrame(rows).T

@@ -13,7 +13,7 @@ import scanpy as sc
 from scipy import stats
 from sklearn.decomposition import PCA
 
-from .data import Split, balance, dense
+from .data import Split, dense
 
 METRICS = ("r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100")
 

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .data import balance, dense
-from .train import TrainedModel
+from .training import TrainedModel
 
 PREDICTED_LABEL = "predicted"
 

@@ -1,0 +1,45 @@
+# Two commands do everything (see README):
+#   make ablation   set up, then run the main job (the quick ablation on the Kang split)
+#   make test       set up, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build by default. GPU users: make setup TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"
+TORCH ?= torch==2.13.0
+PROFILE ?= quick
+JOBS ?= 1
+PY := $(VENV)/bin/python
+
+.PHONY: setup ablation test ui lab benchmark benchmark-quick clean
+
+setup: $(VENV)/.installed
+
+# torch goes in first and is then pinned by a constraints file, so that no
+# later resolve can swap it for another (multi-GB CUDA) build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(TORCH)
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install -c $(VENV)/torch-pin.txt -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (scgen-ablation)"
+	touch $@
+
+ablation: setup
+	$(PY) -m scgen_ablation.runner --profile $(PROFILE) --jobs $(JOBS)
+
+test: setup
+	@$(PY) -m pytest tests; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; \
+	exit $$status
+
+ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
+		--default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port 5000
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 notebooks/
+
+benchmark: setup
+	$(PY) benchmarks/speed.py
+
+clean:
+	rm -rf runs/ .pytest_cache
