@@ -182,7 +182,9 @@ def run_jobs(jobs: list[Job], *, uri: str | None = None, experiment: str = "kang
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="quick", help="profile in ablation/profiles.yaml")
+    parser.add_argument("--profile", default="quick", help="profile in the profiles file")
+    parser.add_argument("--profiles", type=Path, default=None,
+                        help="profiles file (default: ablation/profiles.yaml)")
     parser.add_argument("--stages", nargs="*", help="only these stages (default: the profile's)")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks run in parallel")
     parser.add_argument("--force", action="store_true", help="rerun jobs already finished")
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     extra = {name: yaml.safe_load(value) for name, value in args.parameter}
-    jobs = plan(args.profile, args.stages, extra_parameters=extra)
+    jobs = plan(args.profile, args.stages, profiles_path=args.profiles, extra_parameters=extra)
     dataset = str(jobs[0].parameters.get("dataset", "kang")) if jobs else "kang"
     experiment = args.experiment or Path(dataset).stem
     if dataset:

@@ -103,6 +103,7 @@ def start(run_id: str | None = None, *, uri: str | None = None, experiment: str 
     final status stays with the runner even if the kernel dies.
     """
     experiment_id = setup(uri, experiment)
+    retry(mlflow.set_experiment, experiment_id=experiment_id)
     if run_id:
         run = retry(mlflow.start_run, run_id=run_id)
     else:
@@ -116,7 +117,11 @@ def start(run_id: str | None = None, *, uri: str | None = None, experiment: str 
 @contextlib.contextmanager
 def child(run_name: str, tags: dict | None = None):
     """A nested run under the active one, ended (FINISHED or FAILED) when the block exits."""
-    run = retry(mlflow.start_run, run_name=run_name, nested=True)
+    parent = mlflow.active_run()
+    if parent is None:
+        raise RuntimeError("tracking.child needs an active run (call tracking.start first)")
+    run = retry(mlflow.start_run, run_name=run_name, nested=True,
+                experiment_id=parent.info.experiment_id)
     retry(mlflow.set_tags, {k: str(v) for k, v in (tags or {}).items()})
     try:
         yield run
@@ -136,7 +141,7 @@ def log_config(config, data_path: str | None = None) -> None:
     """The full config as params, plus data checksum and config digest as tags."""
     params = {k: str(v) for k, v in config.to_dict().items()}
     retry(mlflow.log_params, params)
-    retry(mlflow.set_tags, {"config_digest": config.digest(),
+    retry(mlflow.set_tags, {"config_digest": config.digest(), "git_commit": git_commit(),
                             "held_out_cell_type": config.held_out_cell_type,
                             "seed": str(config.seed),
                             "data_sha256": data_checksum(data_path or "")})

@@ -35,6 +35,15 @@ class TrainedModel:
     genes: list[str]
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
+    # weights of the best validation epoch, kept in memory (not saved) so that
+    # best-vs-last can be compared on one training run
+    best_state: dict | None = field(default=None, repr=False)
+
+    def with_weights(self, state: dict) -> "TrainedModel":
+        """A copy of this model carrying other weights (e.g. ``best_state``)."""
+        module = copy.deepcopy(self.module)
+        module.load_state_dict(state)
+        return TrainedModel(module.eval(), self.config, self.genes, self.history, self.best_epoch)
 
     @property
     def device(self) -> torch.device:
@@ -164,7 +173,7 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
     optimizer = make_optimizer(module, config)
     model = TrainedModel(module, config, list(map(str, adata.var_names)))
     generator = torch.Generator().manual_seed(config.seed)
-    best_loss, best_state, since_best = float("inf"), None, 0
+    best_loss, since_best = float("inf"), 0
 
     bar = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -208,8 +217,7 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
         monitored = record.get("val_loss", record["loss"])
         if monitored < best_loss:
             best_loss, since_best, model.best_epoch = monitored, 0, epoch
-            if config.keep_best:
-                best_state = copy.deepcopy(module.state_dict())
+            model.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             since_best += 1
         if checkpoint_path and config.checkpoint_every and epoch % config.checkpoint_every == 0:
@@ -218,8 +226,8 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
             break
     bar.close()
 
-    if config.keep_best and best_state is not None:
-        module.load_state_dict(best_state)
+    if config.keep_best and model.best_state is not None:
+        module.load_state_dict(model.best_state)
     module.eval()
     if checkpoint_path:
         model.save(checkpoint_path)

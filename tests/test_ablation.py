@@ -1,0 +1,165 @@
+"""The ablation: notebooks through papermill, the runner, MLflow read back."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from scgen_ablation import runner, tracking
+from scgen_ablation.metrics import METRICS
+from scgen_ablation.study import PREDICTION_LEVERS
+
+pytestmark = [pytest.mark.kang, pytest.mark.slow]
+NOTEBOOKS = sorted(runner.NOTEBOOK_DIR.glob("*.ipynb"))
+
+TINY = {
+    "stages": ["00_data", "01_autoencoder", "02_vae", "03_kl_weighting", "04_balancing",
+               "05_scgen", "06_small_data", "07_compare"],
+    "held_out": ["CD4T"],
+    "seeds": [0],
+    "parameters": {"epochs": 1, "n_bootstrap": 2},
+    "stage_parameters": {
+        "03_kl_weighting": {"kl_weights": [0.0, 1.0]},
+        "05_scgen": {"held_out_cell_types": ["B", "NK"]},
+        "06_small_data": {"held_out_cell_types": ["NK"]},
+    },
+}
+
+
+def write_profiles(folder: Path, **changes) -> Path:
+    path = folder / "profiles.yaml"
+    path.write_text(yaml.safe_dump({"tiny": {**TINY, **changes}}))
+    return path
+
+
+def test_committed_notebooks_have_no_outputs_and_one_parameters_cell():
+    assert len(NOTEBOOKS) >= 7
+    for path in NOTEBOOKS:
+        cells = json.loads(path.read_text())["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert all(not c["outputs"] and c["execution_count"] is None for c in code), path.name
+        tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+        assert len(tagged) == 1, path.name
+        assert cells[0]["cell_type"] == "markdown", f"{path.name} opens without a narrative"
+
+
+def test_every_stage_has_a_notebook():
+    from scgen_ablation.stages import load_stage, stage_files
+
+    for name in stage_files():
+        assert (runner.NOTEBOOK_DIR / load_stage(name)["notebook"]).exists(), name
+
+
+@pytest.fixture(scope="module")
+def ablation_store(tmp_path_factory):
+    """Every stage run once through the runner with tiny parameters."""
+    folder = tmp_path_factory.mktemp("ablation")
+    uri = tracking.store_uri(folder / "mlruns")
+    jobs = runner.plan("tiny", profiles_path=write_profiles(folder))
+    runner.run_jobs(jobs, uri=uri, experiment="kang", out_dir=folder / "runs")
+    return uri, jobs, folder
+
+
+def test_every_notebook_runs_and_logs_the_named_metrics(ablation_store):
+    uri, jobs, folder = ablation_store
+    assert [j.status for j in jobs] == ["FINISHED"] * len(jobs), [(j.run_name, j.error) for j in jobs]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("kang")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    by_stage = {}
+    for run in runs:
+        assert run.info.status == "FINISHED", run.info.run_name
+        by_stage.setdefault(run.data.tags.get("stage_name"), []).append(run)
+    results = [r for r in runs if r.data.tags.get("level") == "result"]
+    # 01, 02: one each; 03: two betas; 04: three variants; 05: two cell types;
+    # 06: every prediction lever on one cell type
+    assert len(results) == 1 + 1 + 2 + 3 + 2 + len(PREDICTION_LEVERS)
+    for run in results:
+        for metric in METRICS:
+            assert 0.0 <= run.data.metrics[metric] <= 1.0
+            for baseline in ("control", "gene_arith", "pca_arith"):
+                assert f"{baseline}_{metric}" in run.data.metrics
+        assert run.data.params["held_out_cell_type"] in {"CD4T", "B", "NK"}
+        assert "data_sha256" in run.data.tags and "git_commit" in run.data.tags
+        history = client.get_metric_history(run.info.run_id, "loss")
+        if run.data.tags["stage_name"] not in ("04_balancing", "06_small_data"):  # one shared model
+            assert [m.step for m in history] == [1]
+    for job in jobs:  # the executed notebook is attached to the runner's run
+        artifacts = [a.path for a in client.list_artifacts(job.run_id, "notebook")]
+        assert artifacts == [f"notebook/{job.run_name}.ipynb"]
+    compare = by_stage["07_compare"][0]
+    assert "ablation_table.csv" in [a.path for a in client.list_artifacts(compare.info.run_id)]
+
+
+def test_runner_isolates_a_failing_notebook(tmp_path, capsys):
+    profiles = write_profiles(
+        tmp_path, stages=["01_autoencoder", "02_vae", "00_data"],
+        stage_parameters={"02_vae": {"overrides": {"no_such_key": 1}}})
+    uri = tracking.store_uri(tmp_path / "mlruns")
+    code = runner.main(["--profiles", str(profiles), "--profile", "tiny",
+                        "--tracking-uri", uri, "--out", str(tmp_path / "runs")])
+    assert code != 0
+    client = MlflowClient(uri)
+    runs = {r.data.tags["stage_name"]: r for r in client.search_runs(
+        [client.get_experiment_by_name("kang").experiment_id], "tags.runner_job_key != ''")}
+    assert runs["01_autoencoder"].info.status == "FINISHED"
+    assert runs["00_data"].info.status == "FINISHED"  # ran after the failure
+    assert runs["02_vae"].info.status == "FAILED"
+    failed = runs["02_vae"].info.run_id
+    assert [a.path for a in client.list_artifacts(failed, "notebook")] == ["notebook/02_vae-CD4T-0.ipynb"]
+    executed = json.loads((tmp_path / "runs" / "02_vae" / "02_vae-CD4T-0.ipynb").read_text())
+    assert "no_such_key" in json.dumps(executed)  # the error is in the executed notebook
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "1 failed" in out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_on_loopback_serves_the_runners_runs(ablation_store):
+    uri, jobs, folder = ablation_store
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(1)
+
+        def call(path, body=None):
+            data = json.dumps(body).encode() if body is not None else None
+            request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", data=data,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return json.loads(reply.read())
+
+        experiment = call("experiments/get-by-name?experiment_name=kang")["experiment"]
+        found = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                     "filter": "tags.level = 'result'", "max_results": 100})
+        runs = found["runs"]
+        assert len(runs) == 9 + len(PREDICTION_LEVERS)
+        for run in runs:
+            names = {m["key"] for m in run["data"]["metrics"]}
+            assert set(METRICS) <= names
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

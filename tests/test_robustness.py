@@ -1,0 +1,246 @@
+"""Bad input, faults and concurrency: every row of docs/robustness.md has a test here."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+import scgen_ablation as sa
+from scgen_ablation import data, runner, tracking
+from scgen_ablation.metrics import top_degs
+
+pytestmark = pytest.mark.kang
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def small(kang):
+    """Real Kang cells, 300 genes: fast to validate and to train on."""
+    return kang[:, :300].copy()
+
+
+def config(**changes):
+    return sa.ScGenConfig(hidden_sizes=(32, 32), latent_dim=8, epochs=2, n_degs=20,
+                          n_bootstrap=0).replace(**changes)
+
+
+# --- validation at the boundary -------------------------------------------------
+
+def test_missing_condition_key_lists_the_columns(small):
+    with pytest.raises(KeyError, match=r"'stim' not found; available columns: \['condition'"):
+        sa.split_held_out(small, config(condition_key="stim"))
+
+
+def test_missing_cell_type_key_lists_the_columns(small):
+    with pytest.raises(KeyError, match="'celltype' not found; available columns"):
+        sa.split_held_out(small, config(cell_type_key="celltype"))
+
+
+def test_absent_control_label_lists_the_labels(small):
+    with pytest.raises(ValueError, match=r"control label 'ctrl' not found.*\['control', 'stimulated'\]"):
+        sa.split_held_out(small, config(control_label="ctrl"))
+
+
+def test_absent_stimulated_label_lists_the_labels(small):
+    with pytest.raises(ValueError, match=r"stimulated label 'IFNB' not found.*\['control', 'stimulated'\]"):
+        sa.split_held_out(small, config(stimulated_label="IFNB"))
+
+
+def test_absent_held_out_type_lists_the_types(small):
+    with pytest.raises(ValueError, match=r"'Platelet' not in obs\['cell_type'\]; cell types present: \['B'"):
+        sa.split_held_out(small, config(held_out_cell_type="Platelet"))
+
+
+def test_held_out_type_only_in_the_held_out_condition(small):
+    only_stim = small[~((small.obs.cell_type == "NK") & (small.obs.condition == "control"))].copy()
+    with pytest.raises(ValueError, match="'NK' has no 'control' cells"):
+        sa.split_held_out(only_stim, config(held_out_cell_type="NK"))
+
+
+def test_held_out_type_without_stimulated_cells(small):
+    only_ctrl = small[~((small.obs.cell_type == "NK") & (small.obs.condition == "stimulated"))].copy()
+    with pytest.raises(ValueError, match="'NK' has no 'stimulated' cells to score"):
+        sa.split_held_out(only_ctrl, config(held_out_cell_type="NK"))
+
+
+def test_empty_anndata(small):
+    with pytest.raises(ValueError, match=r"AnnData is empty \(0 cells"):
+        sa.split_held_out(small[:0].copy(), config())
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_in_x(small, bad):
+    broken = small.copy()
+    broken.X = broken.X.toarray()
+    broken.X[3, 5] = bad
+    with pytest.raises(ValueError, match="1 NaN or Inf values"):
+        sa.split_held_out(broken, config())
+
+
+def test_negative_values(small):
+    broken = small.copy()
+    broken.X = broken.X.toarray() - 1.0
+    with pytest.raises(ValueError, match="negative values"):
+        sa.split_held_out(broken, config())
+
+
+def test_raw_counts_are_detected_at_load_and_at_training():
+    with pytest.raises(ValueError, match="holds raw counts.*preprocess_counts=True"):
+        sa.load("kang_100genes")
+    import anndata as ad
+
+    counts = ad.read_h5ad(data.resolve_path("kang_100genes"))
+    with pytest.raises(ValueError, match="raw counts.*log-normalised"):
+        sa.train(counts, config(cell_type_key="cell_type"))
+    processed = sa.load("kang_100genes", preprocess_counts=True, n_top_genes=100)
+    assert data.looks_log_normalised(processed.X)
+
+
+def test_genes_at_prediction_must_match_the_model(small):
+    cfg = config(held_out_cell_type="NK")
+    split = sa.split_held_out(small, cfg)
+    model = sa.train(split.train, cfg, progress=False)
+    reordered = split.ctrl_target[:, list(reversed(split.ctrl_target.var_names))].copy()
+    with pytest.raises(ValueError, match="genes differ from the trained model's"):
+        sa.predict(model, split.train, reordered)
+    with pytest.raises(ValueError, match=r"299 given, 300 trained"):
+        sa.predict(model, split.train, split.ctrl_target[:, 1:].copy())
+
+
+def test_fewer_genes_than_the_deg_count(small):
+    cfg = config(n_degs=500)
+    split = sa.split_held_out(small, cfg)
+    with pytest.raises(ValueError, match="top 500 DEGs of 300 genes"):
+        top_degs(split, cfg)
+
+
+def test_duplicated_obs_names(small):
+    broken = small.copy()
+    broken.obs_names = ["same"] * broken.n_obs
+    with pytest.raises(ValueError, match="obs names are not unique.*obs_names_make_unique"):
+        sa.split_held_out(broken, config())
+
+
+def test_cell_type_with_a_single_cell_still_balances(small):
+    keep = ~((small.obs.cell_type == "Dendritic") & (small.obs.condition == "stimulated"))
+    keep[np.flatnonzero((small.obs.cell_type == "Dendritic") & (small.obs.condition == "stimulated"))[0]] = True
+    one_cell = small[keep].copy()
+    assert ((one_cell.obs.cell_type == "Dendritic") & (one_cell.obs.condition == "stimulated")).sum() == 1
+    result = sa.run(one_cell, config(held_out_cell_type="NK"), progress=False)
+    assert np.isfinite(result.metrics["r2_mean_all"])
+
+
+def test_unknown_override_names_the_key():
+    from scgen_ablation.stages import stage_config
+
+    with pytest.raises(KeyError, match="unknown config key.*'no_such_key'"):
+        stage_config("01_autoencoder", overrides={"no_such_key": 1})
+
+
+# --- faults -------------------------------------------------------------------------
+
+def test_killed_training_leaves_a_readable_checkpoint(tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    script = textwrap.dedent(f"""
+        import scgen_ablation as sa
+        adata = sa.load("kang")[:, :500].copy()
+        config = sa.ScGenConfig(epochs=10_000, checkpoint_every=1, early_stopping_patience=10_000)
+        sa.train(adata, config, checkpoint_path={str(checkpoint)!r}, progress=False)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 300
+        while not checkpoint.exists():
+            assert process.poll() is None, "training died before its first checkpoint"
+            assert time.time() < deadline
+            time.sleep(0.2)
+        time.sleep(1.5)  # let it get into the middle of writing later checkpoints
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    model = sa.TrainedModel.load(checkpoint)
+    assert len(model.history) >= 1 and model.genes[:3] == list(sa.load("kang").var_names[:3])
+
+
+def test_checkpoint_shape_mismatch_is_a_clear_error(small, tmp_path):
+    model = sa.train(small, config(), progress=False)
+    path = model.save(tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["latent_dim"] = 16
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="does not match the architecture"):
+        sa.TrainedModel.load(tmp_path / "bad.pt")
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"state_dict": {}, "config": {}, "genes": [], "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+        sa.TrainedModel.load(tmp_path / "evil.pt")
+
+
+def test_rerun_skips_finished_jobs_unless_forced(tmp_path):
+    uri = tracking.store_uri(tmp_path / "mlruns")
+    jobs = runner.plan("quick", stages=["00_data"])
+    runner.run_jobs(jobs, uri=uri, out_dir=tmp_path / "runs")
+    assert jobs[0].status == "FINISHED"
+    again = runner.plan("quick", stages=["00_data"])
+    runner.run_jobs(again, uri=uri, out_dir=tmp_path / "runs")
+    assert again[0].status == "SKIPPED" and again[0].run_id == jobs[0].run_id
+    changed = runner.plan("quick", stages=["00_data"], extra_parameters={"n_top_genes": 1000})
+    runner.run_jobs(changed, uri=uri, out_dir=tmp_path / "runs")
+    assert changed[0].status == "FINISHED" and changed[0].run_id != jobs[0].run_id
+    forced = runner.plan("quick", stages=["00_data"])
+    runner.run_jobs(forced, uri=uri, out_dir=tmp_path / "runs", force=True)
+    assert forced[0].status == "FINISHED" and forced[0].run_id != jobs[0].run_id
+
+
+CONCURRENT_WRITER = """
+import sys
+import mlflow
+from scgen_ablation import tracking
+worker = int(sys.argv[1])
+for r in range(5):
+    tracking.start(experiment="concurrent", run_name=f"w{worker}-r{r}", tags={"worker": worker})
+    for epoch in range(1, 21):
+        tracking.epoch_logger()(epoch, {"loss": float(epoch), "kl": 0.5})
+    tracking.log_metrics({"r2_mean_all": 0.5 + worker / 100})
+    tracking.finish()
+"""
+
+
+def test_four_processes_log_to_one_store_without_loss(tmp_path):
+    uri = tracking.store_uri(tmp_path / "mlruns")
+    tracking.setup(uri, "concurrent")  # as the runner does: create the store once first
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    workers = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(w)], env=env,
+                                stderr=subprocess.PIPE, text=True) for w in range(4)]
+    for process in workers:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-2000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("concurrent").experiment_id],
+                              max_results=1000)
+    assert len(runs) == 4 * 5
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == 20
+        assert run.data.metrics["r2_mean_all"] == pytest.approx(0.5 + int(run.data.tags["worker"]) / 100)
+
+
+def test_servers_bind_to_loopback():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("mlflow ui", "jupyter lab"):
+        line = next(l for l in makefile.splitlines() if target in l)
+        block = makefile[makefile.index(line):].split("\n\n")[0]
+        assert "127.0.0.1" in block, target
