@@ -9,7 +9,7 @@ PROFILE ?= quick
 JOBS ?= 1
 PY := $(VENV)/bin/python
 
-.PHONY: setup ablation test ui lab benchmark benchmark-quick clean
+.PHONY: setup ablation test ui lab benchmark reference-env benchmark-reference benchmark-reference-quick clean
 
 setup: $(VENV)/.installed
 
@@ -43,3 +43,17 @@ benchmark: setup
 
 clean:
 	rm -rf runs/ .pytest_cache
+
+# The authors' scGen (PyPI 2.1.0) in its own environment, for benchmarks/reference.py.
+reference-env: .venv-reference/.installed
+.venv-reference/.installed: benchmarks/reference/requirements.txt
+	$(PYTHON) -m venv .venv-reference
+	.venv-reference/bin/pip install -r benchmarks/reference/requirements.txt
+	.venv-reference/bin/pip install --no-deps setuptools==69.5.1
+	touch $@
+
+benchmark-reference-quick: setup reference-env
+	$(PY) benchmarks/reference.py --quick
+
+benchmark-reference: setup reference-env
+	$(PY) benchmarks/reference.py

@@ -31,7 +31,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--experiment", default="kang")
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: print the tables of docs/small_data.md from the CSV "
+                             "and draw its figures into docs/figures/")
     args = parser.parse_args(argv)
+    if args.report:
+        return report(args.out or HERE / "results" / "small_data_prediction.csv")
 
     import torch
 
@@ -67,6 +72,49 @@ def main(argv=None) -> int:
             best = table.set_index("lever")[list(study.RANKED_METRICS)].round(3)
             print(f"--- {cell_type} seed {seed} ({rows[0]['train_seconds']:.0f} s training)\n{best}",
                   flush=True)
+    return 0
+
+
+def report(path: Path) -> int:
+    """The tables and figures of docs/small_data.md, from the study's CSV."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from scgen_ablation import plots, study
+    from scgen_ablation.report import REFERENCE_RESULTS
+
+    scores = pd.read_csv(path)
+    scores = scores[scores["lever"].isin(study.PREDICTION_LEVERS)]
+    print(f"{path}: {len(scores)} rows, cell types {sorted(scores.cell_type.unique())}, "
+          f"seeds {sorted(scores.seed.unique())}\n")
+    metrics = list(study.RANKED_METRICS) + ["r2_var_top100"]
+    by_lever = scores.groupby("lever", sort=False)[metrics].mean()
+    ranks = study.average_ranks(scores)
+    by_lever["average rank"] = ranks
+    print("Mean over cell types and seeds, and the rule's average rank:\n")
+    print(by_lever.sort_values("average rank").round(3).to_markdown())
+    recommended = ranks.index[0]
+    print(f"\nThe rule picks: {recommended}\n\nLeave-one-type-out (chosen without the type's own scores):\n")
+    print(study.leave_one_type_out(scores).round(3).to_markdown(index=False))
+    reference = pd.read_csv(REFERENCE_RESULTS) if REFERENCE_RESULTS.exists() else None
+    table = study.comparison_table(scores, recommended, reference)
+    for metric in metrics:
+        wide = table.pivot(index="cell_type", columns="method", values=metric)
+        sd = table.pivot(index="cell_type", columns="method", values=f"{metric}_sd")
+        cells = wide.round(3).astype(str) + " ± " + sd.round(3).astype(str)
+        cells.loc["mean"] = wide.mean().round(3).astype(str)
+        print(f"\n{metric} (mean ± sd over seeds)\n")
+        print(cells.to_markdown())
+    figures = HERE.parent / "docs" / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for metric in ("r2_mean_all", "r2_mean_top100", "r2_var_all"):
+        wide = table.pivot(index="cell_type", columns="method", values=metric).reset_index()
+        methods = [m for m in wide.columns if m != "cell_type" and "arithmetic" not in m]
+        figure = plots.r2_bars(wide, methods, "cell_type", f"{metric}, per held-out cell type",
+                               reference_lines={"gene-space": wide["gene-space arithmetic"].mean(),
+                                                "PCA": wide["PCA-space arithmetic"].mean()})
+        figure.savefig(figures / f"small_data_{metric}.png", dpi=110)
+    print(f"\nfigures written to {figures}")
     return 0
 
 

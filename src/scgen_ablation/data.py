@@ -208,7 +208,9 @@ def load(name_or_path: str | Path = "kang", *, path: str | Path | None = None,
     :func:`check_anndata`.
     """
     file = resolve_path(name_or_path, path)
-    adata = ad.read_h5ad(file)
+    with warnings.catch_warnings():  # old files keep neighbors in uns; anndata moves them
+        warnings.filterwarnings("ignore", message="Moving element from .uns", category=FutureWarning)
+        adata = ad.read_h5ad(file)
     adata.uns["source_file"] = str(file)
     if preprocess_counts:
         adata = preprocess(adata, n_top_genes=n_top_genes)

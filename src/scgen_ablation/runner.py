@@ -119,8 +119,8 @@ def execute(job: Job, client: MlflowClient, experiment_id: str, uri: str, experi
         done = subprocess.run(command, capture_output=True, text=True)
         job.status = "FINISHED" if done.returncode == 0 else "FAILED"
         if done.returncode:
-            job.error = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
-            job.error = job.error[0][:300]
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            job.error = lines[-1][:300] if lines else f"papermill exited {done.returncode}"
     except KeyboardInterrupt:
         job.status = "KILLED"
         raise

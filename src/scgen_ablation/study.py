@@ -111,10 +111,15 @@ def select_lever(scores: pd.DataFrame, held_out_cell_type: str | None = None) ->
 
 
 def leave_one_type_out(scores: pd.DataFrame, candidates: list[str] | None = None) -> pd.DataFrame:
-    """For each cell type: the lever the rule picks from the other types, and its scores there."""
+    """For each cell type: the lever the rule picks from the other types, and its scores there.
+
+    Needs at least two cell types; with fewer the table is empty.
+    """
     if candidates is not None:
         scores = scores[scores["lever"].isin(candidates)]
     rows = []
+    if scores["cell_type"].nunique() < 2:
+        return pd.DataFrame(columns=["cell_type", "selected", *RANKED_METRICS])
     for cell_type in sorted(scores["cell_type"].unique()):
         lever = select_lever(scores, held_out_cell_type=cell_type)
         own = scores[(scores["cell_type"] == cell_type) & (scores["lever"] == lever)]
@@ -151,7 +156,8 @@ def comparison_table(scores: pd.DataFrame, recommended: str, reference: pd.DataF
     parts = []
     paper = scores[scores["lever"] == "paper"]
     for name, label in BASELINE_LABELS.items():
-        renamed = paper.rename(columns={f"{name}_{m}": m for m in metrics})
+        columns = {f"{name}_{m}": m for m in metrics}
+        renamed = paper[["cell_type", *columns]].rename(columns=columns)
         parts.append(renamed.assign(method=label)[["method", "cell_type", *metrics]])
     parts.append(paper.assign(method="paper config")[["method", "cell_type", *metrics]])
     chosen = scores[scores["lever"] == recommended]

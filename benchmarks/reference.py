@@ -1,0 +1,107 @@
+"""This project's scGen against the authors' scGen: accuracy and speed, in one run.
+
+    make reference-env                                  # once: .venv-reference (PyPI scgen 2.1.0)
+    python benchmarks/reference.py --quick              # CD4T, seed 0, 5 epochs: a few minutes
+    python benchmarks/reference.py                      # 7 cell types x 3 seeds, 100 epochs
+
+For every held-out cell type and seed both implementations run as separate
+processes on the same split with scGen's hyperparameters (batch 32, Adam 1e-3,
+beta 5e-5, up to MAX_EPOCHS with early stopping patience 25), alternating which
+goes first; both predictions are then scored here, by this project's metric
+code, against the same truth cells and the same top-100 DEGs.
+Writes benchmarks/results/reference[_quick].csv and prints both tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import scgen_ablation as sa
+from scgen_ablation import metrics
+from scgen_ablation.data import dense, resolve_path
+
+HERE = Path(__file__).resolve().parent
+REFERENCE_PYTHON = HERE.parent / ".venv-reference" / "bin" / "python"
+CELL_TYPES = ["B", "CD14+Mono", "CD4T", "CD8T", "Dendritic", "FCGR3A+Mono", "NK"]
+
+
+def run_one(which: str, cell_type: str, epochs: int, seed: int, data: Path, preset: str) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        if which == "reference":
+            command = [str(REFERENCE_PYTHON), str(HERE / "reference" / "run_reference.py")]
+            extra = []
+        else:
+            command = [sys.executable, str(HERE / "reference" / "run_ours.py")]
+            extra = [preset]
+        done = subprocess.run([*command, cell_type, str(epochs), str(seed), out, str(data), *extra],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{which} failed on {cell_type}/{seed}:\n{done.stderr[-3000:]}")
+        timing = json.loads((Path(out) / "timing.json").read_text())
+        timing["prediction"] = np.load(Path(out) / "prediction.npy")
+        return timing
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CD4T, seed 0, 5 epochs")
+    parser.add_argument("--cell-types", nargs="*", default=CELL_TYPES)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--preset", default="paper", help="our configuration (paper or recommended)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cell_types, args.seeds, args.epochs = ["CD4T"], [0], 5
+    if not REFERENCE_PYTHON.exists():
+        parser.error(f"{REFERENCE_PYTHON} not found: run `make reference-env` first")
+    out = args.out or HERE / "results" / f"reference{'_quick' if args.quick else ''}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    data = resolve_path("kang")
+    adata = sa.load(data)
+    rows = []
+    for seed in args.seeds:
+        for k, cell_type in enumerate(args.cell_types):
+            config = sa.preset("paper", held_out_cell_type=cell_type, seed=seed)
+            split, degs = sa.experiment.prepare(adata, config)
+            index = np.array([split.truth.var_names.get_loc(g) for g in degs])
+            truth = dense(split.truth.X)
+            order = ["reference", "ours"] if (seed + k) % 2 == 0 else ["ours", "reference"]
+            for which in order:
+                timing = run_one(which, cell_type, args.epochs, seed, data, args.preset)
+                assert sorted(timing.pop("obs_names")) == sorted(split.ctrl_target.obs_names)
+                scores = metrics.score(timing.pop("prediction"), truth, index)
+                rows.append({"implementation": which, "cell_type": cell_type, "seed": seed,
+                             **timing, **scores})
+                print(f"{which:9s} {cell_type:12s} seed {seed}: "
+                      f"{timing['s_per_epoch']:.2f} s/epoch x {timing['epochs']} epochs, "
+                      f"R² mean {scores['r2_mean_all']:.3f} / top-100 {scores['r2_mean_top100']:.3f}, "
+                      f"var {scores['r2_var_all']:.3f}", flush=True)
+            baselines = metrics.baselines(split, config)
+            for name in ("control", "gene_arith"):
+                rows.append({"implementation": name, "cell_type": cell_type, "seed": seed,
+                             **metrics.score(baselines[name], truth, index)})
+            pd.DataFrame(rows).to_csv(out, index=False)
+
+    table = pd.DataFrame(rows)
+    accuracy = table.groupby(["cell_type", "implementation"])[list(metrics.METRICS)].agg(["mean", "std"])
+    print("\nAccuracy (mean, sd over seeds)\n", accuracy.round(3).to_string())
+    timed = table[table.implementation.isin(["ours", "reference"])]
+    speed = timed.groupby("implementation")[["s_per_epoch", "epochs", "wall_seconds",
+                                             "peak_rss_mib"]].mean()
+    speed.loc["ratio reference / ours"] = speed.loc["reference"] / speed.loc["ours"]
+    print("\nSpeed (mean over runs)\n", speed.round(2).to_string())
+    print(f"\nrows written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
