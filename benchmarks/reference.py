@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,8 @@ REFERENCE_PYTHON = HERE.parent / ".venv-reference" / "bin" / "python"
 CELL_TYPES = ["B", "CD14+Mono", "CD4T", "CD8T", "Dendritic", "FCGR3A+Mono", "NK"]
 
 
-def run_one(which: str, cell_type: str, epochs: int, seed: int, data: Path, preset: str) -> dict:
+def run_one(which: str, cell_type: str, epochs: int, seed: int, data: Path, preset: str,
+            threads: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as out:
         if which == "reference":
             command = [str(REFERENCE_PYTHON), str(HERE / "reference" / "run_reference.py")]
@@ -40,8 +42,11 @@ def run_one(which: str, cell_type: str, epochs: int, seed: int, data: Path, pres
         else:
             command = [sys.executable, str(HERE / "reference" / "run_ours.py")]
             extra = [preset]
+        env = dict(os.environ)
+        if threads:  # both implementations read this when torch starts
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         done = subprocess.run([*command, cell_type, str(epochs), str(seed), out, str(data), *extra],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=env)
         if done.returncode:
             raise RuntimeError(f"{which} failed on {cell_type}/{seed}:\n{done.stderr[-3000:]}")
         timing = json.loads((Path(out) / "timing.json").read_text())
@@ -57,6 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--preset", default="paper", help="our configuration (paper or recommended)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both")
     args = parser.parse_args(argv)
     if args.quick:
         args.cell_types, args.seeds, args.epochs = ["CD4T"], [0], 5
@@ -76,7 +82,8 @@ def main(argv=None) -> int:
             truth = dense(split.truth.X)
             order = ["reference", "ours"] if (seed + k) % 2 == 0 else ["ours", "reference"]
             for which in order:
-                timing = run_one(which, cell_type, args.epochs, seed, data, args.preset)
+                timing = run_one(which, cell_type, args.epochs, seed, data, args.preset,
+                                  args.threads)
                 assert sorted(timing.pop("obs_names")) == sorted(split.ctrl_target.obs_names)
                 scores = metrics.score(timing.pop("prediction"), truth, index)
                 rows.append({"implementation": which, "cell_type": cell_type, "seed": seed,

@@ -85,7 +85,7 @@ def test_gene_space_arithmetic_matches_design_figures(kang):
 
 def test_bootstrap_reports_mean_and_sd():
     rng = np.random.default_rng(0)
-    real = rng.gamma(2, 1, (200, 30))
+    real = rng.gamma(np.linspace(0.5, 5, 30), 1, (200, 30))  # genes with different means
     predicted = real + rng.normal(0, 0.3, real.shape)
     out = metrics.bootstrap(predicted, real, np.arange(10), n=20)
     assert set(out) == {f"{m}_boot_{s}" for m in metrics.METRICS for s in ("mean", "sd")}

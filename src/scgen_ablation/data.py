@@ -139,15 +139,22 @@ def looks_log_normalised(X) -> bool:
     return bool(values.min() >= 0 and values.max() < 50 and not looks_like_counts(X))
 
 
-def preprocess(adata: ad.AnnData, n_top_genes: int = 2000, min_genes: int = 200,
+def preprocess(adata: ad.AnnData, n_top_genes: int = 2000, min_genes: int | None = None,
                min_cells: int = 3, target_sum: float = 1e4) -> ad.AnnData:
     """Filter, normalise, log1p and keep highly variable genes, as scGen's paper did.
 
-    Raw counts are kept in ``layers['counts']``.  Data that is already
-    log-normalised is never logged twice: only the gene selection is applied.
+    ``min_genes`` (genes detected for a cell to be kept) defaults to 200, the
+    usual whole-transcriptome threshold, or to a twentieth of the genes for
+    panels smaller than 4,000 genes.  Raw counts are kept in
+    ``layers['counts']``.  Data that is already log-normalised is never logged
+    twice: only the gene selection is applied.
     """
     adata = adata.copy()
+    if min_genes is None:
+        min_genes = min(200, max(1, adata.n_vars // 20))
     sc.pp.filter_cells(adata, min_genes=min_genes)
+    if adata.n_obs == 0:
+        raise ValueError(f"no cell has {min_genes} genes detected; lower min_genes")
     sc.pp.filter_genes(adata, min_cells=min_cells)
     if looks_like_counts(adata.X):
         adata.layers["counts"] = adata.X.copy()

@@ -92,26 +92,36 @@ def strongest_deg_violin(result) -> plt.Figure:
 
 
 def r2_bars(table: pd.DataFrame, metric_columns, group: str, title: str = "",
-            reference_lines: dict[str, float] | None = None) -> plt.Figure:
-    """Grouped bars of R² metrics, one group per row of ``table[group]``.
+            markers: dict[str, str] | None = None) -> plt.Figure:
+    """Grouped bars of R² values, one group per row of ``table[group]``.
 
-    ``reference_lines`` draws horizontal lines (e.g. gene-space arithmetic).
+    ``metric_columns`` are drawn as bars (with ``<column>_sd`` as error bars
+    when present); ``markers`` maps a label to a column drawn as a short line
+    across each group, e.g. ``{"gene-space arithmetic": "gene-space arithmetic"}``.
     """
     labels = list(table[group].astype(str))
     x = np.arange(len(labels))
     width = 0.8 / len(metric_columns)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 3), 4))
+    values = [table[c].to_numpy(dtype=float) for c in metric_columns]
     for k, column in enumerate(metric_columns):
-        sd = table.get(f"{column}_sd")
+        sd = table[f"{column}_sd"] if f"{column}_sd" in table else None
         ax.bar(x + k * width, table[column], width, yerr=sd, label=column, capsize=2)
-    for name, value in (reference_lines or {}).items():
-        ax.axhline(value, ls="--", lw=0.8, color="k")
-        ax.annotate(name, (x[-1] + 0.8, value), fontsize=7, va="bottom", ha="right")
+    styles = iter([("k", "--"), ("0.4", ":"), ("tab:red", "-.")])
+    for label, column in (markers or {}).items():
+        color, style = next(styles)
+        values.append(table[column].to_numpy(dtype=float))
+        for i, value in enumerate(table[column]):
+            ax.hlines(value, x[i] - width / 2, x[i] + 0.8 - width / 2, colors=color,
+                      linestyles=style, label=label if i == 0 else None)
+    finite = np.concatenate(values)
+    finite = finite[np.isfinite(finite)]
+    low = max(0.0, np.floor(finite.min() * 10) / 10 - 0.1) if finite.size else 0.0
     ax.set_xticks(x + 0.4 - width / 2, labels, rotation=30, ha="right")
     ax.set_ylabel("R²")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(low, 1.0)
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 
