@@ -85,6 +85,10 @@ def report(path: Path) -> int:
 
     scores = pd.read_csv(path)
     scores = scores[scores["lever"].isin(study.PREDICTION_LEVERS)]
+    # only seeds that finished every cell type, so that every mean covers the same runs
+    types_per_seed = scores.groupby("seed")["cell_type"].nunique()
+    complete = types_per_seed[types_per_seed == scores["cell_type"].nunique()].index
+    scores = scores[scores["seed"].isin(complete)]
     print(f"{path}: {len(scores)} rows, cell types {sorted(scores.cell_type.unique())}, "
           f"seeds {sorted(scores.seed.unique())}\n")
     metrics = list(study.RANKED_METRICS) + ["r2_var_top100"]
@@ -109,9 +113,10 @@ def report(path: Path) -> int:
     figures.mkdir(parents=True, exist_ok=True)
     for metric in ("r2_mean_all", "r2_mean_top100", "r2_var_all"):
         wide = table.pivot(index="cell_type", columns="method", values=metric).reset_index()
-        methods = [m for m in wide.columns if m != "cell_type" and "arithmetic" not in m]
+        methods = [m for m in wide.columns
+                   if m != "cell_type" and m not in study.BASELINE_LABELS.values()]
         figure = plots.r2_bars(wide, methods, "cell_type", f"{metric}, per held-out cell type",
-                               markers={m: m for m in ("gene-space arithmetic", "PCA-space arithmetic")})
+                               markers={m: m for m in study.BASELINE_LABELS.values()})
         figure.savefig(figures / f"small_data_{metric}.png", dpi=110)
     print(f"\nfigures written to {figures}")
     return 0

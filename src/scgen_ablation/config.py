@@ -113,19 +113,16 @@ class ScGenConfig:
 
 
 # Named presets.  "paper" is scGen as published (and as the authors' current
-# package trains it).  "recommended" is chosen by the rule in docs/small_data.md;
-# each difference says why.
+# package trains it).  "recommended" is what the selection rule of
+# docs/small_data.md picked from the Kang study; each difference says why.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "recommended": {
-        # the validation loss bottoms out within a few epochs on small data;
-        # keeping the last epoch keeps an over-fitted model
-        "keep_best": True,
         # the held-out type has no stimulated cells: leave it out of both sides
         # of delta instead of letting its control cells bias the control mean
         "delta_cell_types": "paired",
-        # decode only the change: the decoder's reconstruction error cancels
-        # and each control cell keeps its own spread
+        # decode only the change, x + dec(z + delta) - dec(z): the decoder's
+        # reconstruction error cancels and each control cell keeps its own spread
         "prediction_mode": "residual",
     },
 }

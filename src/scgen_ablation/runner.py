@@ -147,9 +147,14 @@ def close_children(client: MlflowClient, experiment_id: str, parent_id: str, sta
 
 
 def summary(jobs: list[Job]) -> pd.DataFrame:
+    """One row per job; a stage that loops over cell types reports their mean (``mean_*``)."""
+    def value(metrics: dict, name: str):
+        found = metrics.get(name, metrics.get(f"mean_{name}"))
+        return None if found is None else round(found, 3)
+
     rows = [{"stage": j.stage, "run": j.run_name, "status": j.status,
-             **{m: round(j.metrics[m], 3) if m in j.metrics else None for m in SUMMARY_METRICS},
-             "seconds": round(j.seconds)} for j in jobs]
+             **{m: value(j.metrics, m) for m in SUMMARY_METRICS}, "seconds": round(j.seconds)}
+            for j in jobs]
     return pd.DataFrame(rows)
 
 

@@ -146,7 +146,8 @@ def log_rows(rows: list[dict], config: ScGenConfig) -> None:
                                   if isinstance(v, (int, float)) and k != "seed"})
 
 
-BASELINE_LABELS = {"gene_arith": "gene-space arithmetic", "pca_arith": "PCA-space arithmetic"}
+BASELINE_LABELS = {"control": "control as prediction", "gene_arith": "gene-space arithmetic",
+                   "pca_arith": "PCA-space arithmetic"}
 
 
 def comparison_table(scores: pd.DataFrame, recommended: str, reference: pd.DataFrame | None = None,
