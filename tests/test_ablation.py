@@ -62,7 +62,10 @@ def ablation_store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ablation")
     uri = tracking.store_uri(folder / "mlruns")
     jobs = runner.plan("tiny", profiles_path=write_profiles(folder))
+    before = sorted(p.name for p in runner.NOTEBOOK_DIR.iterdir())
     runner.run_jobs(jobs, uri=uri, experiment="kang", out_dir=folder / "runs")
+    after = sorted(p.name for p in runner.NOTEBOOK_DIR.iterdir())
+    assert after == before, "notebooks wrote files into notebooks/"
     return uri, jobs, folder
 
 

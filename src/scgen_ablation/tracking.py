@@ -159,6 +159,15 @@ def log_metrics(values: dict[str, float]) -> None:
     retry(mlflow.log_metrics, {k: float(v) for k, v in values.items()})
 
 
+def set_tags(tags: dict) -> None:
+    retry(mlflow.set_tags, {k: str(v) for k, v in tags.items()})
+
+
+def log_table(table, name: str) -> None:
+    """A pandas DataFrame as a CSV artifact (written by MLflow, not into the working folder)."""
+    retry(mlflow.log_text, table.to_csv(index=False), name)
+
+
 def log_figures(figures: dict) -> None:
     import matplotlib.pyplot as plt
     for name, figure in figures.items():
