@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--levers", choices=["prediction", "training"], default="prediction")
+    parser.add_argument("--only", nargs="*", default=None, help="only these training levers")
     parser.add_argument("--out", type=Path, default=None,
                         help="CSV (default: benchmarks/results/small_data_<levers>.csv)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -60,7 +61,10 @@ def main(argv=None) -> int:
                 rows = study.evaluate_prediction_levers(adata, config)
             else:
                 rows = [study.evaluate_training_lever(adata, config, lever, changes)
-                        for lever, changes in study.TRAINING_LEVERS.items() if lever not in have]
+                        for lever, changes in study.TRAINING_LEVERS.items()
+                        if lever not in have and (args.only is None or lever in args.only)]
+                if not rows:
+                    continue
             table = pd.DataFrame(rows)
             table.to_csv(out, mode="a", header=not out.exists(), index=False)
             done = pd.concat([done, table], ignore_index=True)
