@@ -32,6 +32,7 @@ test: setup
 	exit $$status
 
 ui: setup
+	mkdir -p mlruns
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port 5000
 
