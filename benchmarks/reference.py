@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         for k, cell_type in enumerate(args.cell_types):
             config = sa.preset("paper", held_out_cell_type=cell_type, seed=seed)
             split, degs = sa.experiment.prepare(adata, config)
-            index = np.array([split.truth.var_names.get_loc(g) for g in degs])
+            index = metrics.gene_index(split.truth.var_names, degs)
             truth = dense(split.truth.X)
             order = ["reference", "ours"] if (seed + k) % 2 == 0 else ["ours", "reference"]
             for which in order:

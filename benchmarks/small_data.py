@@ -11,7 +11,6 @@ what is there) and every row is also an MLflow result run (stage 06).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import pandas as pd

@@ -76,7 +76,7 @@ def test_gene_space_arithmetic_matches_design_figures(kang):
     # DESIGN.md: balanced gene-space arithmetic, B .918 / .865 / .639
     config = sa.ScGenConfig(held_out_cell_type="B")
     split = sa.split_held_out(kang, config)
-    index = np.array([kang.var_names.get_loc(g) for g in metrics.top_degs(split, config)])
+    index = metrics.gene_index(kang.var_names, metrics.top_degs(split, config))
     scores = metrics.score(metrics.gene_space_arithmetic(split, config), dense(split.truth.X), index)
     assert scores["r2_mean_all"] == pytest.approx(0.918, abs=5e-4)
     assert scores["r2_mean_top100"] == pytest.approx(0.865, abs=5e-4)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scanpy as sc
 from scipy import sparse
 
@@ -313,10 +314,8 @@ def balance(labels, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(picks)
 
 
-def summary(adata: ad.AnnData, config) -> "pd.DataFrame":
+def summary(adata: ad.AnnData, config) -> pd.DataFrame:
     """Cells per cell type and condition, with totals."""
-    import pandas as pd
-
     table = pd.crosstab(adata.obs[config.cell_type_key].astype(str),
                         adata.obs[config.condition_key].astype(str), margins=True,
                         margins_name="total")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 
 from . import metrics
 from .config import ScGenConfig
@@ -36,13 +37,13 @@ class Result:
 
     @property
     def deg_index(self) -> np.ndarray:
-        return np.array([self.split.truth.var_names.get_loc(g) for g in self.degs])
+        return metrics.gene_index(self.split.truth.var_names, self.degs)
 
 
 def score_all(split: Split, prediction: np.ndarray, config: ScGenConfig,
               degs: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Model metrics (+ bootstrap) and every baseline's, under the same DEGs."""
-    deg_index = np.array([split.truth.var_names.get_loc(g) for g in degs])
+    deg_index = metrics.gene_index(split.truth.var_names, degs)
     truth = dense(split.truth.X)
     scores = metrics.score(prediction, truth, deg_index)
     if config.n_bootstrap:
@@ -82,10 +83,8 @@ def run(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | Non
     return assess(model, split, degs, config)
 
 
-def metrics_table(result: Result, label: str = "model") -> "pd.DataFrame":
+def metrics_table(result: Result, label: str = "model") -> pd.DataFrame:
     """One row per method (the model and each baseline), one column per R² metric."""
-    import pandas as pd
-
     rows = {label: {m: result.metrics[m] for m in metrics.METRICS}}
     for name in result.baseline_predictions:
         rows[name] = {m: result.metrics[f"{name}_{m}"] for m in metrics.METRICS}

@@ -52,6 +52,14 @@ def top_degs(split: Split, config) -> list[str]:
     return genes
 
 
+def gene_index(var_names: pd.Index, genes: list[str]) -> np.ndarray:
+    """Positions of ``genes`` in ``var_names``; a gene that is not there is an error."""
+    index = pd.Index(var_names).get_indexer(genes)
+    if (index < 0).any():
+        raise KeyError(f"genes not found: {[g for g, i in zip(genes, index) if i < 0][:5]}")
+    return index
+
+
 def score(predicted: np.ndarray, real: np.ndarray, deg_index: np.ndarray) -> dict[str, float]:
     """The four R^2 values for predicted and real cells, both (n_cells, n_genes)."""
     pm, rm = predicted.mean(0), real.mean(0)

@@ -130,7 +130,6 @@ def leave_one_type_out(scores: pd.DataFrame, candidates: list[str] | None = None
 
 def log_rows(rows: list[dict], config: ScGenConfig) -> None:
     """Each row as an MLflow result run of stage 06 (nested when a run is active)."""
-    import mlflow
 
     from . import tracking
 
