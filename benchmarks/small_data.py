@@ -36,13 +36,17 @@ def main(argv=None) -> int:
                              "and draw its figures into docs/figures/")
     args = parser.parse_args(argv)
     if args.report:
-        return report(args.out or HERE / "results" / "small_data_prediction.csv")
+        return report(HERE / "results" / "small_data_prediction.csv",
+                      HERE / "results" / "small_data_training.csv")
 
     import torch
 
     import scgen_ablation as sa
     from scgen_ablation import study, tracking
 
+    unknown = sorted(set(args.only or ()) - set(study.TRAINING_LEVERS))
+    if unknown:
+        parser.error(f"unknown training lever(s) {unknown}; known: {list(study.TRAINING_LEVERS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or HERE / "results" / f"small_data_{args.levers}.csv"
@@ -59,12 +63,19 @@ def main(argv=None) -> int:
                     continue
                 rows = study.evaluate_prediction_levers(adata, config)
             else:
-                rows = [study.evaluate_training_lever(adata, config, lever, changes)
-                        for lever, changes in study.TRAINING_LEVERS.items()
-                        if lever not in have and (args.only is None or lever in args.only)]
+                rows = [row for lever in study.TRAINING_LEVERS
+                        if lever not in have and (args.only is None or lever in args.only)
+                        for row in study.evaluate_training_lever(
+                            adata, config, lever, predictions=study.TRAINING_PREDICTIONS)]
                 if not rows:
                     continue
             table = pd.DataFrame(rows)
+            if out.exists():  # append in the file's column order, or refuse a changed schema
+                columns = pd.read_csv(out, nrows=0).columns
+                if set(columns) != set(table.columns):
+                    raise SystemExit(f"{out} has columns {list(columns)}, these rows have "
+                                     f"{list(table.columns)}: use another --out")
+                table = table[columns]
             table.to_csv(out, mode="a", header=not out.exists(), index=False)
             done = pd.concat([done, table], ignore_index=True)
             if not args.no_mlflow:
@@ -72,39 +83,74 @@ def main(argv=None) -> int:
                                tags={"stage": "06", "stage_name": "06_small_data"})
                 study.log_rows(rows, config)
                 tracking.finish()
-            best = table.set_index("lever")[list(study.RANKED_METRICS)].round(3)
+            best = table.set_index([c for c in ("lever", "prediction") if c in table])[
+                list(study.RANKED_METRICS)].round(3)
             print(f"--- {cell_type} seed {seed} ({rows[0]['train_seconds']:.0f} s training)\n{best}",
                   flush=True)
     return 0
 
 
-def report(path: Path) -> int:
-    """The tables and figures of docs/small_data.md, from the study's CSV."""
+def markdown(table: pd.DataFrame, **kwargs) -> str:
+    return table.round(3).to_markdown(**kwargs)
+
+
+def report(prediction_csv: Path, training_csv: Path) -> int:
+    """The tables and figures of docs/small_data.md, from the study's CSVs."""
     import matplotlib
 
     matplotlib.use("Agg")
     from scgen_ablation import plots, study
     from scgen_ablation.report import REFERENCE_RESULTS
 
-    scores = pd.read_csv(path)
+    scores = pd.read_csv(prediction_csv)
     scores = scores[scores["lever"].isin(study.PREDICTION_LEVERS)]
-    # only seeds that finished every cell type, so that every mean covers the same runs
-    types_per_seed = scores.groupby("seed")["cell_type"].nunique()
-    complete = types_per_seed[types_per_seed == scores["cell_type"].nunique()].index
-    scores = scores[scores["seed"].isin(complete)]
-    print(f"{path}: {len(scores)} rows, cell types {sorted(scores.cell_type.unique())}, "
+    cell_types = sorted(scores["cell_type"].unique())
+    scores = study.complete_seeds(scores, cell_types)
+    print(f"{prediction_csv}: {len(scores)} rows, cell types {cell_types}, "
           f"seeds {sorted(scores.seed.unique())}\n")
     metrics = list(study.RANKED_METRICS) + ["r2_var_top100"]
+    figures = HERE.parent / "docs" / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+
+    def draw(table: pd.DataFrame, name: str, what: str):
+        for metric in study.RANKED_METRICS:
+            wide = study.lever_table(table, metric)
+            levers = list(dict.fromkeys(table["lever"]))
+            figure = plots.r2_bars(wide, levers, "cell_type", f"{metric}: {what}",
+                                   markers={m: m for m in ("gene-space arithmetic",
+                                                           "PCA-space arithmetic")})
+            figure.savefig(figures / f"small_data_{name}_{metric}.png", dpi=110)
+
+    print("## Step 1: prediction levers on the paper configuration's models\n")
     by_lever = scores.groupby("lever", sort=False)[metrics].mean()
-    ranks = study.average_ranks(scores)
-    by_lever["average rank"] = ranks
-    print("Mean over cell types and seeds, and the rule's average rank:\n")
-    print(by_lever.sort_values("average rank").round(3).to_markdown())
-    recommended = ranks.index[0]
-    print(f"\nThe rule picks: {recommended}\n\nLeave-one-type-out (chosen without the type's own scores):\n")
-    print(study.leave_one_type_out(scores).round(3).to_markdown(index=False))
+    by_lever["average rank"] = study.average_ranks(scores)
+    print(markdown(by_lever.sort_values("average rank")))
+    prediction = study.select_lever(scores)
+    print(f"\nStep 1 picks: {prediction}\n\nLeave-one-type-out:\n")
+    print(markdown(study.leave_one_type_out(scores), index=False))
+    draw(scores, "prediction", "prediction levers, paper training")
+
+    training = pd.read_csv(training_csv) if training_csv.exists() else None
+    if training is not None:
+        print(f"\n## Training levers ({training_csv}): every run, mean over the runs made\n")
+        runs = training.groupby(["lever", "prediction"])
+        print(markdown(runs[metrics].mean().join(runs["cell_type"].agg(
+            lambda c: f"{c.nunique()} types").rename("cell types")).join(
+            runs["seed"].agg(lambda s: sorted(set(s))).rename("seeds"))))
+        for base in ("paper", prediction):
+            candidates = study.training_candidates(scores, training, base)
+            by_lever = candidates.groupby("lever", sort=False)[metrics].mean()
+            by_lever["average rank"] = study.average_ranks(candidates)
+            print(f"\n### On top of `{base}`, seed 0, all {len(cell_types)} types\n")
+            print(markdown(by_lever.sort_values("average rank")))
+        print("\n## Step 2: the rule over the training levers on top of step 1's pick\n")
+        print(markdown(study.leave_one_type_out(candidates), index=False))
+        draw(candidates, "training", f"training levers + {prediction}, seed 0")
+    label, recommended = study.recommend(scores, training)
+    recommended = study.complete_seeds(recommended, cell_types)
+    print(f"\n## Recommended = {label}; seeds {sorted(recommended['seed'].unique())}\n")
     reference = pd.read_csv(REFERENCE_RESULTS) if REFERENCE_RESULTS.exists() else None
-    table = study.comparison_table(scores, recommended, reference)
+    table = study.comparison_table(scores[scores["lever"] == "paper"], recommended, reference)
     for metric in metrics:
         wide = table.pivot(index="cell_type", columns="method", values=metric)
         sd = table.pivot(index="cell_type", columns="method", values=f"{metric}_sd")
@@ -112,17 +158,34 @@ def report(path: Path) -> int:
         cells.loc["mean"] = wide.mean().round(3).astype(str)
         print(f"\n{metric} (mean ± sd over seeds)\n")
         print(cells.to_markdown())
-    figures = HERE.parent / "docs" / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
+    print("\n## The goal, per held-out type (recommended vs reference and gene-space)\n")
+    print(markdown(goal_table(table), index=False))
     for metric in ("r2_mean_all", "r2_mean_top100", "r2_var_all"):
-        wide = table.pivot(index="cell_type", columns="method", values=metric).reset_index()
-        methods = [m for m in wide.columns
-                   if m != "cell_type" and m not in study.BASELINE_LABELS.values()]
+        wide = table.pivot(index="cell_type", columns="method", values=metric)
+        wide = wide.join(table.pivot(index="cell_type", columns="method",
+                                     values=f"{metric}_sd").add_suffix("_sd")).reset_index()
+        methods = [m for m in ("reference scGen", "paper config", "recommended") if m in wide]
         figure = plots.r2_bars(wide, methods, "cell_type", f"{metric}, per held-out cell type",
-                               markers={m: m for m in study.BASELINE_LABELS.values()})
+                               markers={m: m for m in study.BASELINES.values()})
         figure.savefig(figures / f"small_data_{metric}.png", dpi=110)
     print(f"\nfigures written to {figures}")
     return 0
+
+
+def goal_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per cell type: does the recommended preset reach the reference and gene-space?"""
+    rows = []
+    for cell_type, group in table.groupby("cell_type"):
+        values = group.set_index("method")
+        row = {"cell_type": cell_type}
+        for metric in ("r2_mean_all", "r2_mean_top100", "r2_var_all"):
+            ours = values.loc["recommended", metric]
+            bars = [values.loc[m, metric] for m in ("reference scGen", "gene-space arithmetic")
+                    if m in values.index]
+            row[metric] = f"{ours:.3f} vs {' / '.join(f'{b:.3f}' for b in bars)}: " + (
+                "yes" if all(ours >= b for b in bars) else "**no**")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,49 @@ def test_selection_reads_scores_not_cells():
     assert list(parameters) == ["scores", "held_out_cell_type"]
     with pytest.raises(ValueError, match="no scores left"):
         study.select_lever(fake_scores()[lambda t: t.cell_type == "A"], held_out_cell_type="A")
+
+
+def fake_training(prediction_scores, lever, gain, seeds=(0,), cell_types=None):
+    """Rows of a training lever: the chosen prediction's scores plus ``gain``."""
+    base = prediction_scores[(prediction_scores.lever == "x") & prediction_scores.seed.isin(seeds)]
+    if cell_types is not None:
+        base = base[base.cell_type.isin(cell_types)]
+    rows = base.assign(lever=lever, prediction="x")
+    rows[list(study.RANKED_METRICS)] += gain
+    return rows
+
+
+def test_step_two_ranks_training_levers_on_the_same_runs_and_can_pick_none():
+    scores = fake_scores()
+    training = pd.concat([
+        fake_training(scores, "helps", 0.02, seeds=(0, 1, 2)),
+        fake_training(scores, "hurts", -0.02),
+        fake_training(scores, "one type only", 0.5, cell_types=["A"]),  # incomplete: no candidate
+        fake_training(scores, "helps", 0.9).assign(prediction="paper"),  # other prediction: ignored
+    ])
+    candidates = study.training_candidates(scores, training, "x")
+    assert set(candidates.lever) == {study.NO_TRAINING_LEVER, "helps", "hurts"}
+    assert set(candidates.seed) == {0}  # the screen: seed 0 only
+    label, rows = study.recommend(scores, training)
+    assert label == "helps + x"
+    assert len(rows) == 4 * 3 and set(rows.seed) == {0, 1, 2}  # reported over every seed
+    assert study.recommend(scores, training[training.lever == "hurts"])[0] == "x"
+    assert study.recommend(scores)[0] == "x"
+
+
+def test_complete_seeds_and_lever_table():
+    scores = fake_scores()
+    partial = scores[~((scores.seed == 2) & (scores.cell_type == "D"))]
+    assert set(study.complete_seeds(partial, ["A", "B", "C", "D"]).seed) == {0, 1}
+    for name in ("gene_arith", "pca_arith"):
+        scores[f"{name}_r2_mean_all"] = 0.7
+    wide = study.lever_table(scores, "r2_mean_all")
+    assert list(wide.cell_type) == ["A", "B", "C", "D", "mean"]
+    assert wide.loc[wide.cell_type == "mean", "x"].item() == pytest.approx(
+        scores.loc[scores.lever == "x", "r2_mean_all"].mean())
+    assert (wide["gene-space arithmetic"] == 0.7).all() and "x_sd" in wide
+
+
+def test_an_unknown_training_lever_is_named():
+    with pytest.raises(KeyError, match="no such lever"):
+        study.evaluate_training_lever(None, None, "no such lever")

@@ -16,6 +16,9 @@ from sklearn.decomposition import PCA
 from .data import Split, dense
 
 METRICS = ("r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100")
+# the baselines scored beside every model (metric names carry the key as a prefix)
+BASELINES = {"control": "control as prediction", "gene_arith": "gene-space arithmetic",
+             "pca_arith": "PCA-space arithmetic"}
 
 
 def r2(predicted: np.ndarray, real: np.ndarray) -> float:

@@ -10,11 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from .data import SHARED_DATA
-from .metrics import METRICS
+from .metrics import BASELINES, METRICS
 
 REFERENCE_RESULTS = SHARED_DATA.parent / "reference" / "results.csv"
-BASELINES = {"control": "control as prediction", "gene_arith": "gene-space arithmetic",
-             "pca_arith": "PCA-space arithmetic"}
 
 
 def result_runs(runs: pd.DataFrame) -> pd.DataFrame:

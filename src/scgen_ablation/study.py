@@ -13,8 +13,14 @@ The selection rule, stated before any run was made:
 
 For held-out cell type T the variant is chosen from the *other* cell types'
 scores only (leave-one-type-out), so T's own stimulated cells never influence
-the settings T is scored with.  The recommended preset is the rule applied to
-all cell types.
+the settings T is scored with.
+
+The rule runs in two steps.  Step 1 picks among the prediction levers, all
+scored on the paper configuration's models.  Step 2 puts each training lever
+on top of step 1's pick and ranks them, with "no training lever" as a
+candidate, by the same rule on the runs every candidate has (seed 0 on all
+seven types: the screen; `training_candidates`).  The recommended preset is
+both steps' picks.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import pandas as pd
 
 from .config import ScGenConfig
 from .experiment import assess, prepare
+from .metrics import BASELINES
 from .training import train
 
 RANKED_METRICS = ("r2_mean_all", "r2_mean_top100", "r2_var_all")
@@ -51,6 +58,10 @@ TRAINING_LEVERS: dict[str, dict] = {
     "balanced training batches": {"balance_training": True},
 }
 
+# benchmarks/small_data.py scores each training lever under the paper's prediction
+# and under step 1's pick on Kang (docs/small_data.md)
+TRAINING_PREDICTIONS = ("paper", "paired delta + residual decoding")
+
 
 def evaluate_prediction_levers(adata: ad.AnnData, config: ScGenConfig,
                                levers: dict[str, dict] = PREDICTION_LEVERS,
@@ -76,16 +87,68 @@ def evaluate_prediction_levers(adata: ad.AnnData, config: ScGenConfig,
 
 
 def evaluate_training_lever(adata: ad.AnnData, config: ScGenConfig, lever: str,
-                            changes: dict) -> dict:
-    """Train and score one training lever (its own model)."""
+                            predictions=("paper",)
+                            ) -> list[dict]:
+    """Train one training lever (its own model); score it under each named prediction lever.
+
+    ``predictions`` are keys of PREDICTION_LEVERS, so a training lever is seen both
+    on its own and on top of the prediction settings the rule already chose.
+    """
+    if lever not in TRAINING_LEVERS:
+        raise KeyError(f"unknown training lever {lever!r}; known: {list(TRAINING_LEVERS)}")
     split, degs = prepare(adata, config)
-    variant = config.replace(**changes)
+    variant = config.replace(**TRAINING_LEVERS[lever])
     started = time.perf_counter()
     model = train(split.train, variant, progress=False)
     seconds = time.perf_counter() - started
-    result = assess(model, split, degs, variant)
-    return {"cell_type": config.held_out_cell_type, "seed": config.seed, "lever": lever,
-            "kind": "training", "train_seconds": seconds, **result.metrics}
+    rows = []
+    for prediction in predictions:
+        result = assess(model, split, degs, variant.replace(**PREDICTION_LEVERS[prediction]))
+        rows.append({"cell_type": config.held_out_cell_type, "seed": config.seed,
+                     "lever": lever, "kind": "training", "prediction": prediction,
+                     "train_seconds": seconds, **result.metrics})
+    return rows
+
+
+NO_TRAINING_LEVER = "no training lever"
+
+
+def training_candidates(prediction_scores: pd.DataFrame, training_scores: pd.DataFrame,
+                        prediction: str, seeds=(0,)) -> pd.DataFrame:
+    """Step 2's table: step 1's pick alone and with each training lever, on ``seeds``.
+
+    A training lever is a candidate only when it has a row for every (cell type,
+    seed) the pick alone has, so all candidates are ranked on the same runs.
+    """
+    base = prediction_scores[(prediction_scores["lever"] == prediction)
+                             & prediction_scores["seed"].isin(seeds)]
+    runs = set(zip(base["cell_type"], base["seed"]))
+    levers = training_scores[(training_scores["prediction"] == prediction)
+                             & training_scores["seed"].isin(seeds)]
+    complete = [lever for lever, rows in levers.groupby("lever")
+                if set(zip(rows["cell_type"], rows["seed"])) >= runs]
+    return pd.concat([base.assign(lever=NO_TRAINING_LEVER),
+                      levers[levers["lever"].isin(complete)]], ignore_index=True)
+
+
+def complete_seeds(scores: pd.DataFrame, cell_types) -> pd.DataFrame:
+    """Only the seeds that finished every one of ``cell_types``, so every mean covers the same runs."""
+    per_seed = scores[scores["cell_type"].isin(cell_types)].groupby("seed")["cell_type"].nunique()
+    return scores[scores["seed"].isin(per_seed[per_seed == len(set(cell_types))].index)]
+
+
+def lever_table(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per cell type (and a "mean" row): each lever's ``metric`` and its sd
+    over seeds, beside gene-space and PCA arithmetic; the input of plots.r2_bars."""
+    grouped = scores.groupby(["cell_type", "lever"], sort=False)[metric]
+    wide = grouped.mean().unstack("lever")
+    wide = wide.join(grouped.std().unstack("lever").add_suffix("_sd"))
+    for name in ("gene_arith", "pca_arith"):
+        wide[BASELINES[name]] = scores.groupby("cell_type")[f"{name}_{metric}"].mean()
+    levers = list(dict.fromkeys(scores["lever"]))
+    wide.loc["mean"] = wide.mean()
+    wide.loc["mean", [f"{lever}_sd" for lever in levers]] = float("nan")
+    return wide.rename_axis("cell_type").reset_index()
 
 
 def average_ranks(scores: pd.DataFrame) -> pd.Series:
@@ -135,33 +198,50 @@ def log_rows(rows: list[dict], config: ScGenConfig) -> None:
 
     levers = {**PREDICTION_LEVERS, **TRAINING_LEVERS}
     for row in rows:
+        prediction = row.get("prediction")
+        name = row["lever"] if prediction in (None, "paper") else f"{row['lever']} + {prediction}"
         variant = config.replace(held_out_cell_type=row["cell_type"], seed=int(row["seed"]),
-                                 **levers.get(row["lever"], {}))
-        with tracking.child(f"06-{row['lever']}-{row['cell_type']}-{row['seed']}", tags={
-                "stage": "06", "stage_name": "06_small_data", "variant": row["lever"],
+                                 **levers.get(row["lever"], {}),
+                                 **PREDICTION_LEVERS.get(prediction, {}))
+        with tracking.child(f"06-{name}-{row['cell_type']}-{row['seed']}", tags={
+                "stage": "06", "stage_name": "06_small_data", "variant": name,
                 "level": "result"}):
             tracking.log_config(variant)
             tracking.log_metrics({k: v for k, v in row.items()
                                   if isinstance(v, (int, float)) and k != "seed"})
 
 
-BASELINE_LABELS = {"control": "control as prediction", "gene_arith": "gene-space arithmetic",
-                   "pca_arith": "PCA-space arithmetic"}
+def recommend(prediction_scores: pd.DataFrame, training_scores: pd.DataFrame | None = None,
+              screen_seeds=(0,)) -> tuple[str, pd.DataFrame]:
+    """Both steps of the rule: the recommended variant's name and its rows (every seed)."""
+    prediction = select_lever(prediction_scores)
+    rows, label = prediction_scores[prediction_scores["lever"] == prediction], prediction
+    if training_scores is not None and not training_scores.empty:
+        candidates = training_candidates(prediction_scores, training_scores, prediction,
+                                         screen_seeds)
+        lever = select_lever(candidates)
+        if lever != NO_TRAINING_LEVER:
+            rows = training_scores[(training_scores["lever"] == lever)
+                                   & (training_scores["prediction"] == prediction)]
+            label = f"{lever} + {prediction}"
+    return label, rows
 
 
-def comparison_table(scores: pd.DataFrame, recommended: str, reference: pd.DataFrame | None = None,
+def comparison_table(paper: pd.DataFrame, recommended: pd.DataFrame,
+                     reference: pd.DataFrame | None = None,
                      metrics=("r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100")
                      ) -> pd.DataFrame:
-    """Per cell type: reference, gene-space, PCA, paper config, recommended; mean and sd over seeds."""
+    """Per cell type: reference, baselines, paper config, recommended; mean and sd over seeds.
+
+    ``paper`` and ``recommended`` are score rows (the baselines come from ``paper``'s).
+    """
     parts = []
-    paper = scores[scores["lever"] == "paper"]
-    for name, label in BASELINE_LABELS.items():
+    for name, label in BASELINES.items():
         columns = {f"{name}_{m}": m for m in metrics}
         renamed = paper[["cell_type", *columns]].rename(columns=columns)
         parts.append(renamed.assign(method=label)[["method", "cell_type", *metrics]])
     parts.append(paper.assign(method="paper config")[["method", "cell_type", *metrics]])
-    chosen = scores[scores["lever"] == recommended]
-    parts.append(chosen.assign(method=f"recommended ({recommended})")[["method", "cell_type", *metrics]])
+    parts.append(recommended.assign(method="recommended")[["method", "cell_type", *metrics]])
     if reference is not None:
         parts.append(reference.assign(method="reference scGen")[["method", "cell_type", *metrics]])
     table = pd.concat(parts, ignore_index=True)
