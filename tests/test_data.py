@@ -84,3 +84,10 @@ def test_balance_resamples_every_type_to_the_largest():
     assert {k: (picked == k).sum() for k in "abc"} == {"a": 10, "b": 10, "c": 10}
     again = data.balance(labels, np.random.default_rng(0))
     np.testing.assert_array_equal(index, again)  # seeded
+
+
+def test_balance_to_a_size_keeps_the_epoch_length():
+    labels = np.array(["a"] * 10 + ["b"] * 3 + ["c"])
+    index = data.balance(labels, np.random.default_rng(0), size=labels.size)
+    picked = labels[index]
+    assert {k: (picked == k).sum() for k in "abc"} == {"a": 5, "b": 5, "c": 5}  # ceil(14 / 3)

@@ -52,7 +52,7 @@ class ScGenConfig:
     validation_fraction: float = 0.1
     early_stopping_patience: int = 25
     keep_best: bool = False  # scvi-tools 1.0 keeps the last model, not the best
-    balance_training: bool = False  # resample cell types equally in each epoch
+    balance_training: bool = False  # each epoch: as many cells, cell types drawn equally
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when present, else cpu
     checkpoint_every: int = 0  # epochs between checkpoints; 0 = only at the end

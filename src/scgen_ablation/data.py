@@ -291,25 +291,27 @@ def split_held_out(adata: ad.AnnData, config) -> Split:
                  truth=adata[held_out].copy())
 
 
-def balance(labels, rng: np.random.Generator) -> np.ndarray:
-    """Indices that resample every label *with replacement* to the largest label's size.
+def balance(labels, rng: np.random.Generator, size: int | None = None) -> np.ndarray:
+    """Indices that resample every label *with replacement* to the same number of cells.
 
     Parameters
     ----------
     labels : array-like of shape (n_cells,)
     rng : numpy Generator (seeded by the caller)
+    size : about how many indices in all; None = every label to the largest label's size
 
     Returns
     -------
-    np.ndarray of shape (n_labels * largest,), positions into ``labels``.
+    np.ndarray of shape (n_labels * per_label,), positions into ``labels``, where
+    per_label is the largest label's size, or ceil(size / n_labels) when ``size`` is given.
     A label with a single cell is repeated; that is what "balanced" means here.
     """
     labels = np.asarray(labels).astype(str)
     if labels.size == 0:
         raise ValueError("cannot balance an empty set of cells")
     names, counts = np.unique(labels, return_counts=True)
-    largest = counts.max()
-    picks = [rng.choice(np.flatnonzero(labels == name), size=largest, replace=True)
+    per_label = counts.max() if size is None else -(-int(size) // names.size)
+    picks = [rng.choice(np.flatnonzero(labels == name), size=per_label, replace=True)
              for name in names]
     return np.concatenate(picks)
 

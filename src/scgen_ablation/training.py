@@ -179,7 +179,8 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
     for epoch in bar:
         tic = time.perf_counter()
         if config.balance_training:
-            epoch_index = train_index[balance(cell_types, rng)]
+            # same number of cells per epoch as unbalanced training: only the mix changes
+            epoch_index = train_index[balance(cell_types, rng, size=train_index.size)]
             epoch_index = epoch_index[rng.permutation(epoch_index.size)]
             batches = torch.from_numpy(epoch_index).to(device)
         else:
