@@ -1,12 +1,14 @@
 """The small-data study (issue: beat the simplest baseline): levers x held-out types x seeds.
 
-    python benchmarks/small_data.py                       # prediction levers, 7 types x 3 seeds
-    python benchmarks/small_data.py --levers training --seeds 0
+    python benchmarks/small_data.py --threads 1                     # step 1: prediction levers
+    python benchmarks/small_data.py --levers training --seeds 0     # step 2: training levers
+    python benchmarks/small_data.py --report                        # tables and figures
 
 Each (cell type, seed) trains the paper configuration once and scores every
 prediction lever on it; ``--levers training`` trains one model per training
-lever instead.  Rows are appended to a CSV as they finish (re-running skips
-what is there) and every row is also an MLflow result run (stage 06).
+lever instead and scores it under the paper's prediction and under step 1's
+pick.  Rows are appended to a CSV as they finish (re-running skips what is
+there) and every row is also an MLflow result run (stage 06).
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--experiment", default="kang")
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument("--report", action="store_true",
-                        help="train nothing: print the tables of docs/small_data.md from the CSV "
-                             "and draw its figures into docs/figures/")
+                        help="train nothing: print the tables of docs/small_data.md from the "
+                             "CSVs and draw its figures into docs/figures/")
     args = parser.parse_args(argv)
     if args.report:
         return report(HERE / "results" / "small_data_prediction.csv",
@@ -146,9 +148,10 @@ def report(prediction_csv: Path, training_csv: Path) -> int:
         print("\n## Step 2: the rule over the training levers on top of step 1's pick\n")
         print(markdown(study.leave_one_type_out(candidates), index=False))
         draw(candidates, "training", f"training levers + {prediction}, seed 0")
-    label, recommended = study.recommend(scores, training)
-    recommended = study.complete_seeds(recommended, cell_types)
-    print(f"\n## Recommended = {label}; seeds {sorted(recommended['seed'].unique())}\n")
+    pick = study.recommend(scores, training)
+    recommended = study.complete_seeds(pick.rows, cell_types)
+    print(f"\n## Recommended = {pick.label}: {pick.changes}; "
+          f"seeds {sorted(recommended['seed'].unique())}\n")
     reference = pd.read_csv(REFERENCE_RESULTS) if REFERENCE_RESULTS.exists() else None
     table = study.comparison_table(scores[scores["lever"] == "paper"], recommended, reference)
     for metric in metrics:

@@ -1,4 +1,6 @@
 """The small-data study's selection rule."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,7 +65,10 @@ def fake_training(prediction_scores, lever, gain, seeds=(0,), cell_types=None):
     return rows
 
 
-def test_step_two_ranks_training_levers_on_the_same_runs_and_can_pick_none():
+def test_step_two_ranks_training_levers_on_the_same_runs_and_can_pick_none(monkeypatch):
+    monkeypatch.setitem(study.PREDICTION_LEVERS, "x", {"delta_cell_types": "paired"})
+    monkeypatch.setitem(study.TRAINING_LEVERS, "helps", {"dropout": 0.5})
+    monkeypatch.setitem(study.TRAINING_LEVERS, "hurts", {"dropout": 0.1})
     scores = fake_scores()
     training = pd.concat([
         fake_training(scores, "helps", 0.02, seeds=(0, 1, 2)),
@@ -74,11 +79,12 @@ def test_step_two_ranks_training_levers_on_the_same_runs_and_can_pick_none():
     candidates = study.training_candidates(scores, training, "x")
     assert set(candidates.lever) == {study.NO_TRAINING_LEVER, "helps", "hurts"}
     assert set(candidates.seed) == {0}  # the screen: seed 0 only
-    label, rows = study.recommend(scores, training)
-    assert label == "helps + x"
-    assert len(rows) == 4 * 3 and set(rows.seed) == {0, 1, 2}  # reported over every seed
-    assert study.recommend(scores, training[training.lever == "hurts"])[0] == "x"
-    assert study.recommend(scores)[0] == "x"
+    pick = study.recommend(scores, training)
+    assert pick.label == "helps + x"
+    assert pick.changes == {"dropout": 0.5, "delta_cell_types": "paired"}
+    assert len(pick.rows) == 4 * 3 and set(pick.rows.seed) == {0, 1, 2}  # every seed
+    assert study.recommend(scores, training[training.lever == "hurts"]).label == "x"
+    assert study.recommend(scores).changes == {"delta_cell_types": "paired"}
 
 
 def test_complete_seeds_and_lever_table():
@@ -97,3 +103,17 @@ def test_complete_seeds_and_lever_table():
 def test_an_unknown_training_lever_is_named():
     with pytest.raises(KeyError, match="no such lever"):
         study.evaluate_training_lever(None, None, "no such lever")
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def test_the_recommended_preset_is_what_the_rule_picks_from_the_committed_study():
+    from scgen_ablation.config import PRESETS
+
+    scores = pd.read_csv(RESULTS / "small_data_prediction.csv")
+    scores = scores[scores["lever"].isin(study.PREDICTION_LEVERS)]
+    scores = study.complete_seeds(scores, sorted(scores["cell_type"].unique()))
+    assert scores["cell_type"].nunique() == 7 and scores["seed"].nunique() >= 2
+    pick = study.recommend(scores, pd.read_csv(RESULTS / "small_data_training.csv"))
+    assert pick.changes == PRESETS["recommended"]

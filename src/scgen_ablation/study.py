@@ -25,6 +25,7 @@ both steps' picks.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import anndata as ad
 import pandas as pd
@@ -211,20 +212,28 @@ def log_rows(rows: list[dict], config: ScGenConfig) -> None:
                                   if isinstance(v, (int, float)) and k != "seed"})
 
 
+class Recommendation(NamedTuple):
+    label: str  # "<training lever> + <prediction lever>", or the prediction lever alone
+    changes: dict  # the config changes over the paper preset
+    rows: pd.DataFrame  # its score rows, every seed run
+
+
 def recommend(prediction_scores: pd.DataFrame, training_scores: pd.DataFrame | None = None,
-              screen_seeds=(0,)) -> tuple[str, pd.DataFrame]:
-    """Both steps of the rule: the recommended variant's name and its rows (every seed)."""
+              screen_seeds=(0,)) -> Recommendation:
+    """Both steps of the rule, applied to all the cell types in the tables."""
     prediction = select_lever(prediction_scores)
-    rows, label = prediction_scores[prediction_scores["lever"] == prediction], prediction
+    pick = Recommendation(prediction, dict(PREDICTION_LEVERS[prediction]),
+                          prediction_scores[prediction_scores["lever"] == prediction])
     if training_scores is not None and not training_scores.empty:
         candidates = training_candidates(prediction_scores, training_scores, prediction,
                                          screen_seeds)
         lever = select_lever(candidates)
         if lever != NO_TRAINING_LEVER:
-            rows = training_scores[(training_scores["lever"] == lever)
-                                   & (training_scores["prediction"] == prediction)]
-            label = f"{lever} + {prediction}"
-    return label, rows
+            pick = Recommendation(f"{lever} + {prediction}",
+                                  {**TRAINING_LEVERS[lever], **pick.changes},
+                                  training_scores[(training_scores["lever"] == lever)
+                                                  & (training_scores["prediction"] == prediction)])
+    return pick
 
 
 def comparison_table(paper: pd.DataFrame, recommended: pd.DataFrame,
