@@ -117,3 +117,16 @@ def test_the_recommended_preset_is_what_the_rule_picks_from_the_committed_study(
     assert scores["cell_type"].nunique() == 7 and scores["seed"].nunique() >= 2
     pick = study.recommend(scores, pd.read_csv(RESULTS / "small_data_training.csv"))
     assert pick.changes == PRESETS["recommended"]
+
+
+def test_a_tie_goes_to_the_status_quo():
+    scores = fake_scores()
+    scores = scores[scores.lever != "y"]
+    swapped = scores.copy()
+    # "x" wins on two types, "paper" on the other two: equal average ranks
+    flip = swapped.cell_type.isin(["C", "D"])
+    swapped.loc[flip & (swapped.lever == "x"), list(study.RANKED_METRICS)] = 0.70
+    ranks = study.average_ranks(swapped)
+    assert ranks["x"] == ranks["paper"]
+    assert study.select_lever(swapped) == "paper"  # listed first in the table
+    assert study.select_lever(swapped.iloc[::-1]) == "x"

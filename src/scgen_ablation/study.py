@@ -11,6 +11,10 @@ The selection rule, stated before any run was made:
     r2_mean_all, r2_mean_top100 and r2_var_all; average the ranks over metrics
     and cell types; the lowest average rank wins.
 
+A tie (which the rule as first written left open; it happened in step 2) goes
+to the status quo, the variant listed first: a change is adopted only when it
+ranks strictly better than not making it.
+
 For held-out cell type T the variant is chosen from the *other* cell types'
 scores only (leave-one-type-out), so T's own stimulated cells never influence
 the settings T is scored with.
@@ -159,7 +163,12 @@ def average_ranks(scores: pd.DataFrame) -> pd.Series:
     """
     per_type = scores.groupby(["cell_type", "lever"])[list(RANKED_METRICS)].mean()
     ranks = per_type.groupby(level="cell_type").rank(ascending=False)
-    return ranks.mean(axis=1).groupby(level="lever").mean().sort_values()
+    average = ranks.mean(axis=1).groupby(level="lever").mean()
+    # ties go to the lever met first in ``scores``: the status quo ("paper",
+    # "no training lever") comes first, so a change must beat it to be adopted
+    first_seen = list(dict.fromkeys(scores["lever"]))
+    return average.iloc[sorted(range(len(average)), key=lambda i: (
+        round(average.iloc[i], 9), first_seen.index(average.index[i])))]
 
 
 def select_lever(scores: pd.DataFrame, held_out_cell_type: str | None = None) -> str:
