@@ -113,8 +113,10 @@ class ScGenConfig:
 
 
 # Named presets.  "paper" is scGen as published (and as the authors' current
-# package trains it).  "recommended" is what the selection rule of
-# docs/small_data.md picked from the Kang study; each difference says why.
+# package trains it).  "recommended" is what the two-step selection rule of
+# docs/small_data.md picked from the Kang study (tests/test_study.py checks it
+# against the committed results); each difference says why.  Step 2 found no
+# training lever that beats the paper's training across the seven cell types.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "recommended": {
