@@ -109,7 +109,7 @@ def report(prediction_csv: Path, training_csv: Path) -> int:
     cell_types = sorted(scores["cell_type"].unique())
     scores = study.complete_seeds(scores, cell_types)
     print(f"{prediction_csv}: {len(scores)} rows, cell types {cell_types}, "
-          f"seeds {sorted(scores.seed.unique())}\n")
+          f"seeds {sorted(map(int, scores.seed.unique()))}\n")
     metrics = list(study.RANKED_METRICS) + ["r2_var_top100"]
     figures = HERE.parent / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -151,9 +151,10 @@ def report(prediction_csv: Path, training_csv: Path) -> int:
     pick = study.recommend(scores, training)
     recommended = study.complete_seeds(pick.rows, cell_types)
     print(f"\n## Recommended = {pick.label}: {pick.changes}; "
-          f"seeds {sorted(recommended['seed'].unique())}\n")
+          f"seeds {sorted(map(int, recommended['seed'].unique()))}\n")
     reference = pd.read_csv(REFERENCE_RESULTS) if REFERENCE_RESULTS.exists() else None
-    table = study.comparison_table(scores[scores["lever"] == "paper"], recommended, reference)
+    paper = scores[scores["lever"] == "paper"]
+    table = study.comparison_table(paper, recommended, reference)
     for metric in metrics:
         wide = table.pivot(index="cell_type", columns="method", values=metric)
         sd = table.pivot(index="cell_type", columns="method", values=f"{metric}_sd")
@@ -163,6 +164,10 @@ def report(prediction_csv: Path, training_csv: Path) -> int:
         print(cells.to_markdown())
     print("\n## The goal, per held-out type (recommended vs reference and gene-space)\n")
     print(markdown(goal_table(table), index=False))
+    if pick.label != prediction:
+        alone = study.comparison_table(paper, scores[scores["lever"] == prediction], reference)
+        print(f"\n## The goal for step 1's pick alone ({prediction}; 3 seeds)\n")
+        print(markdown(goal_table(alone), index=False))
     for metric in ("r2_mean_all", "r2_mean_top100", "r2_var_all"):
         wide = table.pivot(index="cell_type", columns="method", values=metric)
         wide = wide.join(table.pivot(index="cell_type", columns="method",
