@@ -33,13 +33,15 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--experiment", default="kang")
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--figures", type=Path, default=HERE.parent / "docs" / "figures",
+                        help="where --report draws its figures")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: print the tables of docs/small_data.md from the "
                              "CSVs and draw its figures into docs/figures/")
     args = parser.parse_args(argv)
     if args.report:
         return report(HERE / "results" / "small_data_prediction.csv",
-                      HERE / "results" / "small_data_training.csv")
+                      HERE / "results" / "small_data_training.csv", args.figures)
 
     import torch
 
@@ -96,7 +98,7 @@ def markdown(table: pd.DataFrame, **kwargs) -> str:
     return table.round(3).to_markdown(**kwargs)
 
 
-def report(prediction_csv: Path, training_csv: Path) -> int:
+def report(prediction_csv: Path, training_csv: Path, figures: Path) -> int:
     """The tables and figures of docs/small_data.md, from the study's CSVs."""
     import matplotlib
 
@@ -111,7 +113,6 @@ def report(prediction_csv: Path, training_csv: Path) -> int:
     print(f"{prediction_csv}: {len(scores)} rows, cell types {cell_types}, "
           f"seeds {sorted(map(int, scores.seed.unique()))}\n")
     metrics = list(study.RANKED_METRICS) + ["r2_var_top100"]
-    figures = HERE.parent / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
 
     def draw(table: pd.DataFrame, name: str, what: str):

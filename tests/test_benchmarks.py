@@ -17,6 +17,21 @@ def test_speed_benchmark_runs_and_reports_the_floor():
         assert label in done.stdout
 
 
+def test_small_data_report_is_drawn_from_the_committed_study(tmp_path):
+    from scgen_ablation.config import PRESETS
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "small_data.py"), "--report",
+                           "--figures", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Step 1 picks: paired delta + residual decoding" in done.stdout
+    picked = done.stdout.split("## Recommended = ")[1].split("\n")[0]
+    for key, value in PRESETS["recommended"].items():  # the preset is what the report picks
+        assert f"'{key}': {value!r}" in picked
+    assert "## The goal, per held-out type" in done.stdout
+    drawn = sorted(p.name for p in tmp_path.glob("small_data_*.png"))
+    assert len(drawn) == 9, drawn  # prediction levers, training levers, per type: 3 metrics each
+
+
 @pytest.mark.skipif(not (ROOT / ".venv-reference" / "bin" / "python").exists(),
                     reason="reference environment not installed (make reference-env)")
 def test_quick_reference_benchmark_writes_its_table(tmp_path):
