@@ -167,8 +167,7 @@ def average_ranks(scores: pd.DataFrame) -> pd.Series:
     # ties go to the lever met first in ``scores``: the status quo ("paper",
     # "no training lever") comes first, so a change must beat it to be adopted
     first_seen = list(dict.fromkeys(scores["lever"]))
-    return average.iloc[sorted(range(len(average)), key=lambda i: (
-        round(average.iloc[i], 9), first_seen.index(average.index[i])))]
+    return average.reindex(first_seen).round(9).sort_values(kind="stable")
 
 
 def select_lever(scores: pd.DataFrame, held_out_cell_type: str | None = None) -> str:
