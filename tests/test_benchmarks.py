@@ -20,9 +20,16 @@ def test_speed_benchmark_runs_and_reports_the_floor():
 def test_small_data_report_is_drawn_from_the_committed_study(tmp_path):
     from scgen_ablation.config import PRESETS
 
+    committed = (ROOT / "docs" / "small_data.md").read_text()
+    doc = tmp_path / "small_data.md"
+    doc.write_text(committed)
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "small_data.py"), "--report",
-                           "--figures", str(tmp_path)], capture_output=True, text=True, timeout=600)
+                           "--figures", str(tmp_path), "--doc", str(doc)],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    # docs/small_data.md's tables are the report's: regenerate them after a run
+    assert doc.read_text() == committed, "docs/small_data.md is stale: run small_data.py --report --doc"
+    assert committed.count("<!-- report: ") == 10
     assert "Step 1 picks: paired delta + residual decoding" in done.stdout
     picked = done.stdout.split("## Recommended = ")[1].split("\n")[0]
     for key, value in PRESETS["recommended"].items():  # the preset is what the report picks
@@ -43,3 +50,21 @@ def test_quick_reference_benchmark_writes_its_table(tmp_path):
 
     table = pd.read_csv(out)
     assert set(table.implementation) == {"ours", "reference", "control", "gene_arith"}
+
+
+def test_write_blocks_fills_named_blocks_and_refuses_unknown_ones(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("small_data", ROOT / "benchmarks" / "small_data.py")
+    small_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(small_data)
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- report: a -->\nstale\ntable\n<!-- /report -->\nprose\n"
+                   "<!-- report: b -->\n<!-- /report -->\n")
+    small_data.write_blocks(doc, {"a": "| new |", "b": "B", "unused": "x"})
+    assert doc.read_text() == ("intro\n<!-- report: a -->\n| new |\n<!-- /report -->\nprose\n"
+                               "<!-- report: b -->\nB\n<!-- /report -->\n")
+    doc.write_text("<!-- report: typo -->\n<!-- /report -->\n")
+    with pytest.raises(KeyError, match="typo"):
+        small_data.write_blocks(doc, {"a": "x"})
+    assert doc.read_text() == "<!-- report: typo -->\n<!-- /report -->\n"  # nothing half-written

@@ -58,6 +58,7 @@ TRAINING_LEVERS: dict[str, dict] = {
     "latent 20, width 256": {"latent_dim": 20, "hidden_sizes": (256, 256)},
     "beta 1e-3": {"kl_weight": 1e-3},
     "learning rate 1e-4": {"learning_rate": 1e-4},
+    "200 epochs": {"epochs": 200},
     "L1 reconstruction": {"reconstruction_loss": "l1"},
     "ReLU output": {"output_activation": "relu"},
     "balanced training batches": {"balance_training": True},
@@ -154,6 +155,18 @@ def lever_table(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
     wide.loc["mean"] = wide.mean()
     wide.loc["mean", [f"{lever}_sd" for lever in levers]] = float("nan")
     return wide.rename_axis("cell_type").reset_index()
+
+
+def lever_figures(scores: pd.DataFrame, what: str) -> dict:
+    """One bar chart per ranked metric: every lever per cell type (± sd over seeds),
+    gene-space and PCA arithmetic drawn across each group as reference lines."""
+    from . import plots
+
+    levers = list(dict.fromkeys(scores["lever"]))
+    lines = {BASELINES[name]: BASELINES[name] for name in ("gene_arith", "pca_arith")}
+    return {metric: plots.r2_bars(lever_table(scores, metric), levers, "cell_type",
+                                  f"{metric}: {what}", markers=lines)
+            for metric in RANKED_METRICS}
 
 
 def average_ranks(scores: pd.DataFrame) -> pd.Series:
@@ -266,3 +279,20 @@ def comparison_table(paper: pd.DataFrame, recommended: pd.DataFrame,
     out = grouped.mean().join(grouped.std().add_suffix("_sd"))
     out["seeds"] = grouped.size()
     return out.reset_index()
+
+
+def comparison_figures(table: pd.DataFrame) -> dict:
+    """One bar chart per ranked metric from ``comparison_table``: reference, paper
+    config and recommended per cell type (± sd over seeds), the baselines as lines."""
+    from . import plots
+
+    figures = {}
+    for metric in RANKED_METRICS:
+        wide = table.pivot(index="cell_type", columns="method", values=metric)
+        wide = wide.join(table.pivot(index="cell_type", columns="method",
+                                     values=f"{metric}_sd").add_suffix("_sd")).reset_index()
+        methods = [m for m in ("reference scGen", "paper config", "recommended") if m in wide]
+        figures[metric] = plots.r2_bars(wide, methods, "cell_type",
+                                        f"{metric}, per held-out cell type",
+                                        markers={m: m for m in BASELINES.values()})
+    return figures
