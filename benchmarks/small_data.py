@@ -2,7 +2,7 @@
 
     python benchmarks/small_data.py --threads 1                     # step 1: prediction levers
     python benchmarks/small_data.py --levers training --seeds 0     # step 2: training levers
-    python benchmarks/small_data.py --report --doc docs/small_data.md   # tables, figures, the doc
+    python benchmarks/small_data.py --report --doc docs/small_data.md README.md  # tables, figures, docs
 
 Each (cell type, seed) trains the paper configuration once and scores every
 prediction lever on it; ``--levers training`` trains one model per training
@@ -36,9 +36,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument("--figures", type=Path, default=HERE.parent / "docs" / "figures",
                         help="where --report draws its figures")
-    parser.add_argument("--doc", type=Path, default=None,
-                        help="with --report: rewrite this markdown file's generated blocks "
-                             "(docs/small_data.md)")
+    parser.add_argument("--doc", type=Path, nargs="*", default=(),
+                        help="with --report: rewrite these markdown files' generated blocks "
+                             "(docs/small_data.md README.md)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: print the tables of docs/small_data.md from the "
                              "CSVs and draw its figures into docs/figures/")
@@ -102,9 +102,9 @@ def markdown(table: pd.DataFrame, **kwargs) -> str:
     return table.round(3).to_markdown(**kwargs)
 
 
-def report(prediction_csv: Path, training_csv: Path, figures: Path, doc: Path | None = None) -> int:
+def report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()) -> int:
     """Print the tables of docs/small_data.md from the study's CSVs and draw its figures;
-    with ``doc``, also rewrite the doc's generated blocks (``<!-- report: NAME -->``)."""
+    rewrite the generated blocks (``<!-- report: NAME -->``) of every markdown file in ``doc``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,15 +178,16 @@ def report(prediction_csv: Path, training_csv: Path, figures: Path, doc: Path | 
     show("goal", "The goal, per held-out type (recommended vs reference / gene-space)",
          markdown(goal, index=False))
     show("goal-missed", "Where the goal is missed", missed(goal, table, seeds))
+    alone = study.comparison_table(paper, scores[scores["lever"] == prediction], reference)
     if pick.label != prediction:
-        alone = study.comparison_table(paper, scores[scores["lever"] == prediction], reference)
         show("goal-step1", f"The goal for step 1's pick alone ({prediction}; 3 seeds)",
              markdown(goal_table(alone), index=False))
+    show("summary", "Mean over the held-out types and seeds", summary(table, alone, pick, prediction, seeds))
     save(study.comparison_figures(table), "small_data_")
     print(f"figures written to {figures}")
-    if doc is not None:
-        write_blocks(doc, blocks)
-        print(f"generated blocks of {doc} rewritten")
+    for path in doc or ():
+        write_blocks(path, blocks)
+        print(f"generated blocks of {path} rewritten")
     return 0
 
 
@@ -225,6 +226,24 @@ def goal_table(table: pd.DataFrame) -> pd.DataFrame:
                 "yes" if all(ours >= b for b in bars) else "**no**")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def summary(table: pd.DataFrame, alone: pd.DataFrame, pick, prediction: str, seeds) -> str:
+    """Every method's mean over held-out types (each type's mean over seeds)."""
+    means = table.groupby("method")[list(METRIC_NAMES)[:3]].mean()
+    means.loc[f"step 1's pick alone ({prediction})"] = (
+        alone[alone["method"] == "recommended"][list(means.columns)].mean())
+    order = {"control as prediction": "control as prediction",
+             "gene-space arithmetic": "gene-space arithmetic",
+             "PCA-space arithmetic": "PCA-space arithmetic",
+             "reference scGen": "authors' scGen (reference, same split)",
+             "paper config": "**this scGen, `paper` preset**",
+             f"step 1's pick alone ({prediction})": f"this scGen, step 1's pick alone ({prediction})",
+             "recommended": f"**this scGen, `recommended` preset** ({pick.label}; seeds "
+                            f"{', '.join(map(str, seeds))})"}
+    means = means.loc[[m for m in order if m in means.index]].rename(index=order)
+    means.columns = [METRIC_NAMES[c] for c in means.columns]
+    return markdown(means.rename_axis("method"))
 
 
 def missed(goal: pd.DataFrame, table: pd.DataFrame, seeds) -> str:

@@ -20,16 +20,20 @@ def test_speed_benchmark_runs_and_reports_the_floor():
 def test_small_data_report_is_drawn_from_the_committed_study(tmp_path):
     from scgen_ablation.config import PRESETS
 
-    committed = (ROOT / "docs" / "small_data.md").read_text()
-    doc = tmp_path / "small_data.md"
-    doc.write_text(committed)
+    docs = {name: (ROOT / name).read_text() for name in ("docs/small_data.md", "README.md")}
+    copies = []
+    for name, text in docs.items():
+        copies.append(tmp_path / name.replace("/", "_"))
+        copies[-1].write_text(text)
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "small_data.py"), "--report",
-                           "--figures", str(tmp_path), "--doc", str(doc)],
+                           "--figures", str(tmp_path), "--doc", *map(str, copies)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    # docs/small_data.md's tables are the report's: regenerate them after a run
-    assert doc.read_text() == committed, "docs/small_data.md is stale: run small_data.py --report --doc"
-    assert committed.count("<!-- report: ") == 10
+    # the docs' generated tables are the report's: regenerate them after a run
+    for (name, text), copy in zip(docs.items(), copies):
+        assert copy.read_text() == text, f"{name} is stale: run small_data.py --report --doc"
+    assert docs["docs/small_data.md"].count("<!-- report: ") == 10
+    assert docs["README.md"].count("<!-- report: ") == 2
     assert "Step 1 picks: paired delta + residual decoding" in done.stdout
     picked = done.stdout.split("## Recommended = ")[1].split("\n")[0]
     for key, value in PRESETS["recommended"].items():  # the preset is what the report picks
