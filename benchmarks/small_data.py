@@ -60,6 +60,11 @@ def main(argv=None) -> int:
     out = args.out or HERE / "results" / f"small_data_{args.levers}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["cell_type", "seed", "lever"])
+    if args.levers == "training":  # scored under the paper's prediction and under step 1's pick
+        step1 = HERE / "results" / "small_data_prediction.csv"
+        if not step1.exists():
+            parser.error(f"{step1} is missing: run step 1 (--levers prediction) first")
+        predictions = ("paper", study.select_lever(step1_scores(step1)))
     adata = sa.load("kang")
     for seed in args.seeds:
         for cell_type in args.cell_types:
@@ -74,7 +79,7 @@ def main(argv=None) -> int:
                 rows = [row for lever in study.TRAINING_LEVERS
                         if lever not in have and (args.only is None or lever in args.only)
                         for row in study.evaluate_training_lever(
-                            adata, config, lever, predictions=study.TRAINING_PREDICTIONS)]
+                            adata, config, lever, predictions=predictions)]
                 if not rows:
                     continue
             table = pd.DataFrame(rows)
@@ -98,6 +103,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def step1_scores(csv: Path) -> pd.DataFrame:
+    """Step 1's rows: the prediction levers, on the seeds every cell type has."""
+    from scgen_ablation import study
+
+    scores = pd.read_csv(csv)
+    scores = scores[scores["lever"].isin(study.PREDICTION_LEVERS)]
+    return study.complete_seeds(scores, sorted(scores["cell_type"].unique()))
+
+
 def markdown(table: pd.DataFrame, **kwargs) -> str:
     return table.round(3).to_markdown(**kwargs)
 
@@ -111,10 +125,8 @@ def report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()) -> i
     from scgen_ablation import study
     from scgen_ablation.report import REFERENCE_RESULTS
 
-    scores = pd.read_csv(prediction_csv)
-    scores = scores[scores["lever"].isin(study.PREDICTION_LEVERS)]
+    scores = step1_scores(prediction_csv)
     cell_types = sorted(scores["cell_type"].unique())
-    scores = study.complete_seeds(scores, cell_types)
     print(f"{prediction_csv}: {len(scores)} rows, cell types {cell_types}, "
           f"seeds {sorted(map(int, scores.seed.unique()))}\n")
     metrics = list(study.RANKED_METRICS) + ["r2_var_top100"]

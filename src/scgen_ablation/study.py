@@ -64,10 +64,6 @@ TRAINING_LEVERS: dict[str, dict] = {
     "balanced training batches": {"balance_training": True},
 }
 
-# benchmarks/small_data.py scores each training lever under the paper's prediction
-# and under step 1's pick on Kang (docs/small_data.md)
-TRAINING_PREDICTIONS = ("paper", "paired delta + residual decoding")
-
 
 def evaluate_prediction_levers(adata: ad.AnnData, config: ScGenConfig,
                                levers: dict[str, dict] = PREDICTION_LEVERS,
