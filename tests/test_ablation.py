@@ -102,6 +102,11 @@ def test_every_notebook_runs_and_logs_the_named_metrics(ablation_store):
     for job in jobs:  # the executed notebook is attached to the runner's run
         artifacts = [a.path for a in client.list_artifacts(job.run_id, "notebook")]
         assert artifacts == [f"notebook/{job.run_name}.ipynb"]
+    study_job = next(j for j in jobs if j.stage == "06_small_data")  # every lever drawn, per metric
+    plots = {a.path for a in client.list_artifacts(study_job.run_id, "plots")}
+    assert plots == {f"plots/{what}_{metric}.png"
+                     for metric in ("r2_mean_all", "r2_mean_top100", "r2_var_all")
+                     for what in ("prediction_levers", "training_levers", "per_cell_type")}
     compare = by_stage["07_compare"][0]
     assert "ablation_table.csv" in [a.path for a in client.list_artifacts(compare.info.run_id)]
 
