@@ -119,10 +119,9 @@ class ScGenConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "recommended": {
-        # step 2 (training): log-normalised expression is never negative; a ReLU
-        # output (as in the original TensorFlow scGen) can predict exact zeros,
-        # which is what lifts the variance R²
-        "output_activation": "relu",
+        # step 2 (training): a KL weight 20x the paper's ranked best of nine
+        # training levers on top of step 1 (higher mean R², variance unchanged)
+        "kl_weight": 1e-3,
         # step 1 (prediction): the held-out type has no stimulated cells: leave it
         # out of both sides of delta instead of letting its control cells bias the
         # control mean
