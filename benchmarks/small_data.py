@@ -71,15 +71,13 @@ def main(argv=None) -> int:
             config = sa.preset("paper", held_out_cell_type=cell_type, seed=seed,
                                epochs=args.epochs, n_bootstrap=0)
             mine = done[(done.cell_type == cell_type) & (done.seed == seed)]
-            have = set(mine["lever"])
-            if args.levers == "training":  # a lever is done once scored under every prediction
-                have = {lever for lever, group in mine.groupby("lever")
-                        if set(predictions) <= set(group["prediction"])}
             if args.levers == "prediction":
-                if set(study.PREDICTION_LEVERS) <= have:
+                if set(study.PREDICTION_LEVERS) <= set(mine["lever"]):
                     continue
                 rows = study.evaluate_prediction_levers(adata, config)
-            else:
+            else:  # a training lever is done once scored under every prediction
+                have = {lever for lever, group in mine.groupby("lever")
+                        if set(predictions) <= set(group["prediction"])}
                 rows = [row for lever in study.TRAINING_LEVERS
                         if lever not in have and (args.only is None or lever in args.only)
                         for row in study.evaluate_training_lever(
@@ -170,6 +168,8 @@ def report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()) -> i
         candidates = study.training_candidates(scores, training, prediction)
         show("step2", f"Step 2: training levers on top of `{prediction}`, seed 0, "
                       f"all {len(cell_types)} types", ranked(candidates))
+        show("step2-vs-none", "Step 2, each lever against no training lever, per type",
+             against_none(candidates))
         show("step2-loo", "Step 2, leave-one-type-out",
              markdown(study.leave_one_type_out(candidates), index=False))
         save(study.lever_figures(candidates, f"training levers + {prediction}, seed 0"),
@@ -211,6 +211,26 @@ METRIC_NAMES = {"r2_mean_all": "R² of the mean, all genes",
                 "r2_mean_top100": "R² of the mean, top-100 DEGs",
                 "r2_var_all": "R² of the variance, all genes",
                 "r2_var_top100": "R² of the variance, top-100 DEGs"}
+
+
+def against_none(candidates: pd.DataFrame) -> str:
+    """Per lever and cell type: each ranked metric's change from "no training
+    lever" (same seed), and the epochs each training ran (best epoch)."""
+    from scgen_ablation import study
+
+    per_type = candidates.groupby(["lever", "cell_type"], sort=False)
+    none = per_type[list(study.RANKED_METRICS)].mean().loc[study.NO_TRAINING_LEVER]
+    parts = []
+    for metric in study.RANKED_METRICS:
+        change = per_type[metric].mean().unstack("cell_type") - none[metric]
+        parts.append(f"Change in {METRIC_NAMES[metric]}:\n\n"
+                     + markdown(change.drop(study.NO_TRAINING_LEVER)))
+    epochs = per_type[["epochs_run", "best_epoch"]].mean().astype(int)
+    epochs = (epochs["epochs_run"].astype(str) + " (" + epochs["best_epoch"].astype(str) + ")")
+    epochs = epochs.unstack("cell_type")
+    epochs["training s, mean"] = per_type["train_seconds"].mean().groupby("lever").mean().round()
+    parts.append("Epochs run (best epoch), and training seconds:\n\n" + epochs.to_markdown())
+    return "\n\n".join(parts)
 
 
 def write_blocks(doc: Path, blocks: dict[str, str]):
