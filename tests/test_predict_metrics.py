@@ -90,3 +90,26 @@ def test_bootstrap_reports_mean_and_sd():
     out = metrics.bootstrap(predicted, real, np.arange(10), n=20)
     assert set(out) == {f"{m}_boot_{s}" for m in metrics.METRICS for s in ("mean", "sd")}
     assert 0.5 < out["r2_mean_all_boot_mean"] <= 1 and out["r2_mean_all_boot_sd"] > 0
+
+
+def test_response_agreement_measures_direction_and_size():
+    """Held-out type B responds along the same genes as A and C, twice as strongly."""
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n_genes, response = 30, rng.normal(0, 1, 30)
+    blocks, obs = [], []
+    for cell_type, scale in (("A", 1.0), ("B", 2.0), ("C", 1.0)):
+        base = rng.uniform(8, 10, n_genes)  # non-negative, as log-expression is
+        for condition, shift in (("control", 0.0), ("stimulated", scale)):
+            noise = rng.normal(0, 0.5, (10, n_genes))
+            blocks.append(base + shift * response + np.vstack([noise, -noise]))  # exact means
+            obs += [(cell_type, condition)] * 20
+    adata = ad.AnnData(np.vstack(blocks).astype(np.float32),
+                       obs=pd.DataFrame(obs, columns=["cell_type", "condition"]).astype("category"))
+    config = sa.ScGenConfig(held_out_cell_type="B")
+    out = metrics.response_agreement(sa.split_held_out(adata, config), config, np.arange(10))
+    assert out["response_r_all"] == pytest.approx(1.0, abs=1e-5)
+    assert out["response_r_top100"] == pytest.approx(1.0, abs=1e-5)
+    assert out["response_size_top100"] == pytest.approx(2.0, rel=1e-4)

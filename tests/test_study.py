@@ -78,7 +78,12 @@ def test_step_two_ranks_training_levers_on_the_same_runs_and_can_pick_none(monke
     ])
     candidates = study.training_candidates(scores, training, "x")
     assert set(candidates.lever) == {study.NO_TRAINING_LEVER, "helps", "hurts"}
-    assert set(candidates.seed) == {0}  # the screen: seed 0 only
+    assert set(candidates.seed) == {0}  # "hurts" has seed 0 only: the screen
+    complete = pd.concat([training, fake_training(scores, "hurts", -0.02, seeds=(1, 2))])
+    candidates = study.training_candidates(scores, complete, "x")
+    assert set(candidates.lever) == {study.NO_TRAINING_LEVER, "helps", "hurts"}
+    assert set(candidates.seed) == {0, 1, 2}  # every lever has every seed: all of them
+    assert len(candidates) == 3 * len(scores[scores.lever == "x"])
     pick = study.recommend(scores, training)
     assert pick.label == "helps + x"
     assert pick.changes == {"dropout": 0.5, "delta_cell_types": "paired"}

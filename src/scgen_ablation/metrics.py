@@ -105,6 +105,26 @@ def _paired_type_means(X: np.ndarray, split: Split, config) -> tuple[np.ndarray,
     return stim, ctrl
 
 
+def response_agreement(split: Split, config, deg_index: np.ndarray) -> dict[str, float]:
+    """How the held-out type's true response (stimulated minus control means) compares
+    with the mean response of the types seen in both conditions, the response every
+    delta is learned from: Pearson r over all genes and over the DEGs, and the size
+    ratio (mean absolute change over the DEGs, held-out type / the others).
+
+    It reads the held-out type's stimulated cells: for explaining scores, never for
+    choosing settings.
+    """
+    true = dense(split.truth.X).mean(0) - dense(split.ctrl_target.X).mean(0)
+    stim, ctrl = _paired_type_means(dense(split.train.X), split, config)
+    others = (stim - ctrl).mean(0)
+    return {
+        "response_r_all": float(np.corrcoef(true, others)[0, 1]),
+        "response_r_top100": float(np.corrcoef(true[deg_index], others[deg_index])[0, 1]),
+        "response_size_top100": float(np.abs(true[deg_index]).mean()
+                                      / np.abs(others[deg_index]).mean()),
+    }
+
+
 def gene_space_arithmetic(split: Split, config) -> np.ndarray:
     """Held-out control cells + the mean over other cell types of (stimulated - control) means."""
     stim, ctrl = _paired_type_means(dense(split.train.X), split, config)

@@ -22,9 +22,10 @@ the settings T is scored with.
 The rule runs in two steps.  Step 1 picks among the prediction levers, all
 scored on the paper configuration's models.  Step 2 puts each training lever
 on top of step 1's pick and ranks them, with "no training lever" as a
-candidate, by the same rule on the runs every candidate has (seed 0 on all
-seven types: the screen; `training_candidates`).  The recommended preset is
-both steps' picks.
+candidate, by the same rule on the runs every candidate has
+(`training_candidates`: the seeds on which every lever covers every cell
+type; seed 0 alone while the other seeds had not been run for every lever,
+the screen).  The recommended preset is both steps' picks.
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def evaluate_prediction_levers(adata: ad.AnnData, config: ScGenConfig,
         result = assess(best if variant.keep_best else model, split, degs, variant)
         rows.append({"cell_type": config.held_out_cell_type, "seed": config.seed,
                      "lever": lever, "kind": "prediction", "train_seconds": seconds,
-                     **result.metrics})
+                     "device": model.device.type, **result.metrics})
     return rows
 
 
@@ -108,7 +109,7 @@ def evaluate_training_lever(adata: ad.AnnData, config: ScGenConfig, lever: str,
         result = assess(model, split, degs, variant.replace(**PREDICTION_LEVERS[prediction]))
         rows.append({"cell_type": config.held_out_cell_type, "seed": config.seed,
                      "lever": lever, "kind": "training", "prediction": prediction,
-                     "train_seconds": seconds, **result.metrics})
+                     "train_seconds": seconds, "device": model.device.type, **result.metrics})
     return rows
 
 
@@ -116,21 +117,28 @@ NO_TRAINING_LEVER = "no training lever"
 
 
 def training_candidates(prediction_scores: pd.DataFrame, training_scores: pd.DataFrame,
-                        prediction: str, seeds=(0,)) -> pd.DataFrame:
-    """Step 2's table: step 1's pick alone and with each training lever, on ``seeds``.
+                        prediction: str, seeds=None) -> pd.DataFrame:
+    """Step 2's table: step 1's pick alone and with each training lever, on the same runs.
 
-    A training lever is a candidate only when it has a row for every (cell type,
-    seed) the pick alone has, so all candidates are ranked on the same runs.
+    A training lever is a candidate when it has a row for every cell type the pick
+    alone has, on at least one of ``seeds``; the table keeps the seeds on which every
+    candidate is complete.  ``seeds=None`` offers every seed the pick alone has.
     """
-    base = prediction_scores[(prediction_scores["lever"] == prediction)
-                             & prediction_scores["seed"].isin(seeds)]
-    runs = set(zip(base["cell_type"], base["seed"]))
-    levers = training_scores[(training_scores["prediction"] == prediction)
-                             & training_scores["seed"].isin(seeds)]
-    complete = [lever for lever, rows in levers.groupby("lever")
-                if set(zip(rows["cell_type"], rows["seed"])) >= runs]
-    return pd.concat([base.assign(lever=NO_TRAINING_LEVER),
-                      levers[levers["lever"].isin(complete)]], ignore_index=True)
+    base = prediction_scores[prediction_scores["lever"] == prediction]
+    if seeds is not None:
+        base = base[base["seed"].isin(seeds)]
+    levers = training_scores[training_scores["prediction"] == prediction]
+    complete = {}  # lever -> the seeds on which it has every cell type
+    for lever, rows in levers.groupby("lever", sort=False):
+        have = set(zip(rows["cell_type"], rows["seed"]))
+        covered = {seed for seed, runs in base.groupby("seed")
+                   if set(zip(runs["cell_type"], runs["seed"])) <= have}
+        if covered:
+            complete[lever] = covered
+    shared = set(base["seed"]).intersection(*complete.values())
+    keep = levers["lever"].isin(complete) & levers["seed"].isin(shared)
+    return pd.concat([base[base["seed"].isin(shared)].assign(lever=NO_TRAINING_LEVER),
+                      levers[keep]], ignore_index=True)
 
 
 def complete_seeds(scores: pd.DataFrame, cell_types) -> pd.DataFrame:
@@ -209,6 +217,22 @@ def leave_one_type_out(scores: pd.DataFrame, candidates: list[str] | None = None
     return pd.DataFrame(rows)
 
 
+def response_table(adata: ad.AnnData, config: ScGenConfig, cell_types) -> pd.DataFrame:
+    """Per held-out type: its true response against the other types' mean response
+    (``metrics.response_agreement``), and its cell numbers.  An explanation of the
+    scores, computed from the truth; the selection rule never sees it."""
+    from .metrics import gene_index, response_agreement
+
+    rows = []
+    for cell_type in cell_types:
+        variant = config.replace(held_out_cell_type=cell_type)
+        split, degs = prepare(adata, variant)
+        rows.append({"cell_type": cell_type, "control cells": split.ctrl_target.n_obs,
+                     "stimulated cells": split.truth.n_obs,
+                     **response_agreement(split, variant, gene_index(split.truth.var_names, degs))})
+    return pd.DataFrame(rows)
+
+
 def log_rows(rows: list[dict], config: ScGenConfig) -> None:
     """Each row as an MLflow result run of stage 06 (nested when a run is active)."""
 
@@ -223,7 +247,7 @@ def log_rows(rows: list[dict], config: ScGenConfig) -> None:
                                  **PREDICTION_LEVERS.get(prediction, {}))
         with tracking.child(f"06-{name}-{row['cell_type']}-{row['seed']}", tags={
                 "stage": "06", "stage_name": "06_small_data", "variant": name,
-                "level": "result"}):
+                "level": "result", "device": row.get("device", "")}):
             tracking.log_config(variant)
             tracking.log_metrics({k: v for k, v in row.items()
                                   if isinstance(v, (int, float)) and k != "seed"})
@@ -236,7 +260,7 @@ class Recommendation(NamedTuple):
 
 
 def recommend(prediction_scores: pd.DataFrame, training_scores: pd.DataFrame | None = None,
-              screen_seeds=(0,)) -> Recommendation:
+              screen_seeds=None) -> Recommendation:
     """Both steps of the rule, applied to all the cell types in the tables."""
     prediction = select_lever(prediction_scores)
     pick = Recommendation(prediction, dict(PREDICTION_LEVERS[prediction]),
