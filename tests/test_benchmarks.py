@@ -72,3 +72,25 @@ def test_write_blocks_fills_named_blocks_and_refuses_unknown_ones(tmp_path):
     with pytest.raises(KeyError, match="typo"):
         small_data.write_blocks(doc, {"a": "x"})
     assert doc.read_text() == "<!-- report: typo -->\n<!-- /report -->\n"  # nothing half-written
+
+
+def test_parallel_training_appends_each_run_once(tmp_path):
+    """Two trainings at once into a fresh CSV; a second call finds them there and adds none."""
+    import os
+
+    import pandas as pd
+
+    target = tmp_path / "training.csv"
+    env = {**os.environ, "PYTHON": sys.executable, "EPOCHS": "1", "SEEDS": "0",
+           "CELL_TYPES": "B NK", "TARGET": str(target), "PAR": "2"}
+    script = [str(ROOT / "benchmarks" / "parallel_training.sh"), "latent 20, width 256"]
+    done = subprocess.run(["bash", *script], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    rows = pd.read_csv(target)
+    assert sorted(rows["cell_type"].unique()) == ["B", "NK"]
+    assert len(rows) == 2 * 2  # each training scored under the paper's prediction and step 1's pick
+    assert set(rows["lever"]) == {"latent 20, width 256"} and (rows["epochs_run"] == 1).all()
+    again = subprocess.run(["bash", *script], env={**env, "CELL_TYPES": "B"},
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "0 new rows" in again.stdout
+    assert len(pd.read_csv(target)) == 4
