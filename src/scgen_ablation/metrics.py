@@ -92,8 +92,9 @@ def bootstrap(predicted: np.ndarray, real: np.ndarray, deg_index: np.ndarray,
 
 # --- baselines ----------------------------------------------------------------------
 
-def _paired_type_means(X: np.ndarray, split: Split, config) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell type seen in both conditions: mean of stimulated and of control (types x features)."""
+def _mean_response(X: np.ndarray, split: Split, config) -> np.ndarray:
+    """Stimulated minus control mean of each cell type seen in both conditions, averaged
+    over those types (one vector of features): the response the baselines add."""
     obs = split.train.obs
     condition = obs[config.condition_key].astype(str).to_numpy()
     cell_type = obs[config.cell_type_key].astype(str).to_numpy()
@@ -102,7 +103,7 @@ def _paired_type_means(X: np.ndarray, split: Split, config) -> tuple[np.ndarray,
     paired = sorted(ctrl_types & stim_types)
     stim = np.stack([X[(cell_type == t) & (condition == config.stimulated_label)].mean(0) for t in paired])
     ctrl = np.stack([X[(cell_type == t) & (condition == config.control_label)].mean(0) for t in paired])
-    return stim, ctrl
+    return (stim - ctrl).mean(0)
 
 
 def response_agreement(split: Split, config, deg_index: np.ndarray) -> dict[str, float]:
@@ -115,8 +116,7 @@ def response_agreement(split: Split, config, deg_index: np.ndarray) -> dict[str,
     choosing settings.
     """
     true = dense(split.truth.X).mean(0) - dense(split.ctrl_target.X).mean(0)
-    stim, ctrl = _paired_type_means(dense(split.train.X), split, config)
-    others = (stim - ctrl).mean(0)
+    others = _mean_response(dense(split.train.X), split, config)
     return {
         "response_r_all": float(np.corrcoef(true, others)[0, 1]),
         "response_r_top100": float(np.corrcoef(true[deg_index], others[deg_index])[0, 1]),
@@ -127,8 +127,7 @@ def response_agreement(split: Split, config, deg_index: np.ndarray) -> dict[str,
 
 def gene_space_arithmetic(split: Split, config) -> np.ndarray:
     """Held-out control cells + the mean over other cell types of (stimulated - control) means."""
-    stim, ctrl = _paired_type_means(dense(split.train.X), split, config)
-    return dense(split.ctrl_target.X) + (stim - ctrl).mean(0)
+    return dense(split.ctrl_target.X) + _mean_response(dense(split.train.X), split, config)
 
 
 def pca_space_arithmetic(split: Split, config, n_components: int = 100) -> np.ndarray:
@@ -136,8 +135,8 @@ def pca_space_arithmetic(split: Split, config, n_components: int = 100) -> np.nd
     X = dense(split.train.X)
     n_components = min(n_components, X.shape[0] - 1, X.shape[1])
     pca = PCA(n_components=n_components, random_state=config.seed).fit(X)
-    stim, ctrl = _paired_type_means(pca.transform(X), split, config)
-    codes = pca.transform(dense(split.ctrl_target.X)) + (stim - ctrl).mean(0)
+    shift = _mean_response(pca.transform(X), split, config)
+    codes = pca.transform(dense(split.ctrl_target.X)) + shift
     return pca.inverse_transform(codes).astype(np.float32)
 
 
