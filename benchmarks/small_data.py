@@ -2,13 +2,14 @@
 
     python benchmarks/small_data.py --threads 1                     # step 1: prediction levers
     python benchmarks/small_data.py --levers training --seeds 0     # step 2: training levers
+    python benchmarks/small_data.py --levers training --jobs 12      # 12 trainings at a time (a GPU)
     python benchmarks/small_data.py --report --doc docs/small_data.md README.md  # tables, figures, docs
 
 Each (cell type, seed) trains the paper configuration once and scores every
 prediction lever on it; ``--levers training`` trains one model per training
 lever instead and scores it under the paper's prediction and under step 1's
-pick.  Rows are appended to a CSV as they finish (re-running skips what is
-there) and every row is also an MLflow result run (stage 06).
+pick.  Rows are appended to a CSV as each training finishes (re-running skips
+what is there) and every row is also an MLflow result run (stage 06).
 """
 from __future__ import annotations
 
@@ -32,11 +33,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="CSV (default: benchmarks/results/small_data_<levers>.csv)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="trainings at a time, each in its own process (say 12 on one GPU)")
     parser.add_argument("--experiment", default="kang")
     parser.add_argument("--no-mlflow", action="store_true")
-    parser.add_argument("--log-csv", type=Path, default=None,
-                        help="train nothing: log this CSV's rows (made with --no-mlflow, say on "
-                             "another machine) as MLflow runs of stage 06")
+    parser.add_argument("--import-csv", type=Path, default=None,
+                        help="train nothing: append this CSV's rows (made with --out and "
+                             "--no-mlflow on another machine) that --out lacks, and log them")
     parser.add_argument("--figures", type=Path, default=HERE.parent / "docs" / "figures",
                         help="where --report draws its figures")
     parser.add_argument("--doc", type=Path, nargs="*", default=(),
@@ -50,16 +53,8 @@ def main(argv=None) -> int:
         return report(HERE / "results" / "small_data_prediction.csv",
                       HERE / "results" / "small_data_training.csv", args.figures, args.doc)
 
-    if args.log_csv:
-        rows = pd.read_csv(args.log_csv)
-        for (cell_type, seed), group in rows.groupby(["cell_type", "seed"]):
-            log(args.experiment, group.to_dict("records"), cell_type, int(seed), args.epochs)
-        print(f"{len(rows)} rows of {args.log_csv} logged to MLflow (experiment {args.experiment})")
-        return 0
-
     import torch
 
-    import scgen_ablation as sa
     from scgen_ablation import study
 
     unknown = sorted(set(args.only or ()) - set(study.TRAINING_LEVERS))
@@ -70,58 +65,131 @@ def main(argv=None) -> int:
     out = args.out or HERE / "results" / f"small_data_{args.levers}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["cell_type", "seed", "lever"])
+    predictions = ("paper",)
     if args.levers == "training":  # scored under the paper's prediction and under step 1's pick
         step1 = HERE / "results" / "small_data_prediction.csv"
         if not step1.exists():
             parser.error(f"{step1} is missing: run step 1 (--levers prediction) first")
         predictions = ("paper", study.select_lever(step1_scores(step1)))
-    adata = sa.load("kang")
+    if args.import_csv:
+        finished = imported(pd.read_csv(args.import_csv), done)
+    elif args.jobs > 1:
+        finished = in_subprocesses(pending(done, args, predictions), args)
+    else:
+        finished = in_process(pending(done, args, predictions), args, predictions)
+    new = 0
+    for seed, cell_type, rows in finished:
+        table = pd.DataFrame(rows)
+        if out.exists():  # append in the file's column order, or refuse a changed schema
+            columns = pd.read_csv(out, nrows=0).columns
+            if set(columns) != set(table.columns):
+                raise SystemExit(f"{out} has columns {list(columns)}, these rows have "
+                                 f"{list(table.columns)}: use another --out")
+            table = table[columns]
+        table.to_csv(out, mode="a", header=not out.exists(), index=False)
+        new += len(table)
+        if not args.no_mlflow:
+            log(args.experiment, rows, cell_type, seed, args.epochs)
+        best = table.set_index([c for c in ("lever", "prediction") if c in table])[
+            list(study.RANKED_METRICS)].round(3)
+        print(f"--- {cell_type} seed {seed} ({rows[0]['train_seconds']:.0f} s training)\n{best}",
+              flush=True)
+    print(f"{new} new rows appended to {out}")
+    return 0
+
+
+def paper_config(cell_type: str, seed: int, epochs: int):
+    import scgen_ablation as sa
+
+    return sa.preset("paper", held_out_cell_type=cell_type, seed=seed, epochs=epochs, n_bootstrap=0)
+
+
+def pending(done: pd.DataFrame, args, predictions) -> list[tuple]:
+    """(seed, cell type, training lever or None) still to train: with --levers prediction
+    one training per (cell type, seed) scores every prediction lever; a training lever
+    is done once it is scored under every prediction."""
+    from scgen_ablation import study
+
+    todo = []
     for seed in args.seeds:
         for cell_type in args.cell_types:
-            config = sa.preset("paper", held_out_cell_type=cell_type, seed=seed,
-                               epochs=args.epochs, n_bootstrap=0)
             mine = done[(done.cell_type == cell_type) & (done.seed == seed)]
             if args.levers == "prediction":
-                if set(study.PREDICTION_LEVERS) <= set(mine["lever"]):
-                    continue
-                rows = study.evaluate_prediction_levers(adata, config)
-            else:  # a training lever is done once scored under every prediction
-                have = {lever for lever, group in mine.groupby("lever")
-                        if set(predictions) <= set(group["prediction"])}
-                rows = [row for lever in study.TRAINING_LEVERS
-                        if lever not in have and (args.only is None or lever in args.only)
-                        for row in study.evaluate_training_lever(
-                            adata, config, lever, predictions=predictions)]
-                if not rows:
-                    continue
-            table = pd.DataFrame(rows)
-            if out.exists():  # append in the file's column order, or refuse a changed schema
-                columns = pd.read_csv(out, nrows=0).columns
-                if set(columns) != set(table.columns):
-                    raise SystemExit(f"{out} has columns {list(columns)}, these rows have "
-                                     f"{list(table.columns)}: use another --out")
-                table = table[columns]
-            table.to_csv(out, mode="a", header=not out.exists(), index=False)
-            done = pd.concat([done, table], ignore_index=True)
-            if not args.no_mlflow:
-                log(args.experiment, rows, cell_type, seed, args.epochs)
-            best = table.set_index([c for c in ("lever", "prediction") if c in table])[
-                list(study.RANKED_METRICS)].round(3)
-            print(f"--- {cell_type} seed {seed} ({rows[0]['train_seconds']:.0f} s training)\n{best}",
-                  flush=True)
-    return 0
+                if not set(study.PREDICTION_LEVERS) <= set(mine["lever"]):
+                    todo.append((seed, cell_type, None))
+                continue
+            have = {lever for lever, group in mine.groupby("lever")
+                    if set(predictions) <= set(group["prediction"])}
+            todo += [(seed, cell_type, lever) for lever in study.TRAINING_LEVERS
+                     if lever not in have and (args.only is None or lever in args.only)]
+    return todo
+
+
+def in_process(todo, args, predictions):
+    """Train each pending run here, one after the other: (seed, cell type, rows)."""
+    import scgen_ablation as sa
+    from scgen_ablation import study
+
+    adata = sa.load("kang")
+    for seed, cell_type, lever in todo:
+        config = paper_config(cell_type, seed, args.epochs)
+        if lever is None:
+            yield seed, cell_type, study.evaluate_prediction_levers(adata, config)
+        else:
+            yield seed, cell_type, study.evaluate_training_lever(adata, config, lever,
+                                                                 predictions=predictions)
+
+
+def in_subprocesses(todo, args):
+    """Train the pending runs ``args.jobs`` at a time, each in its own process of this
+    script (one torch thread unless --threads), and yield each one's rows as it ends;
+    the caller alone writes the CSV and MLflow.  A failed run is reported and skipped."""
+    import subprocess
+    import sys
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    work = Path(tempfile.mkdtemp(prefix="small_data_"))
+    print(f"{len(todo)} trainings, {args.jobs} at a time; logs in {work}", flush=True)
+
+    def run(job, index):
+        seed, cell_type, lever = job
+        rows = work / f"{index}.csv"
+        command = [sys.executable, __file__, "--levers", args.levers, "--seeds", str(seed),
+                   "--cell-types", cell_type, "--epochs", str(args.epochs), "--no-mlflow",
+                   "--threads", str(args.threads or 1), "--out", str(rows)]
+        with open(work / f"{index}.log", "w") as log_file:
+            subprocess.run(command + (["--only", lever] if lever else []),
+                           stdout=log_file, stderr=subprocess.STDOUT, check=False)
+        return job, rows
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run, job, index) for index, job in enumerate(todo)]
+        for future in as_completed(futures):
+            (seed, cell_type, lever), rows = future.result()
+            if rows.exists():
+                yield seed, cell_type, pd.read_csv(rows).to_dict("records")
+            else:
+                print(f"FAILED: {lever or 'prediction levers'}, {cell_type}, seed {seed}: "
+                      f"see {rows.with_suffix('.log')}", flush=True)
+
+
+def imported(rows: pd.DataFrame, done: pd.DataFrame):
+    """Rows trained elsewhere, less those already done, grouped as a run yields them."""
+    keys = [key for key in ("cell_type", "seed", "lever", "prediction") if key in rows]
+    seen = set(done[keys].itertuples(index=False)) if set(keys) <= set(done) else set()
+    rows = rows[[row not in seen for row in rows[keys].itertuples(index=False)]]
+    for (cell_type, seed), group in rows.groupby(["cell_type", "seed"], sort=False):
+        yield int(seed), cell_type, group.to_dict("records")
 
 
 def log(experiment: str, rows: list[dict], cell_type: str, seed: int, epochs: int):
     """One (cell type, seed)'s rows as an MLflow run of stage 06, a child run per row."""
-    import scgen_ablation as sa
     from scgen_ablation import study, tracking  # tracking imports mlflow: only when logging
 
-    config = sa.preset("paper", held_out_cell_type=cell_type, seed=seed, epochs=epochs,
-                       n_bootstrap=0)
     tracking.start(experiment=experiment, run_name=f"06_small_data-{cell_type}-{seed}",
                    tags={"stage": "06", "stage_name": "06_small_data"})
-    study.log_rows(rows, config)
+    study.log_rows(rows, paper_config(cell_type, seed, epochs))
     tracking.finish()
 
 

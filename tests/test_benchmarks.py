@@ -74,23 +74,30 @@ def test_write_blocks_fills_named_blocks_and_refuses_unknown_ones(tmp_path):
     assert doc.read_text() == "<!-- report: typo -->\n<!-- /report -->\n"  # nothing half-written
 
 
-def test_parallel_training_appends_each_run_once(tmp_path):
+def test_parallel_jobs_append_each_run_once(tmp_path):
     """Two trainings at once into a fresh CSV; a second call finds them there and adds none."""
-    import os
-
     import pandas as pd
 
     target = tmp_path / "training.csv"
-    env = {**os.environ, "PYTHON": sys.executable, "EPOCHS": "1", "SEEDS": "0",
-           "CELL_TYPES": "B NK", "TARGET": str(target), "PAR": "2"}
-    script = [str(ROOT / "benchmarks" / "parallel_training.sh"), "latent 20, width 256"]
-    done = subprocess.run(["bash", *script], env=env, capture_output=True, text=True, timeout=900)
+    command = [sys.executable, str(ROOT / "benchmarks" / "small_data.py"), "--levers", "training",
+               "--only", "latent 20, width 256", "--seeds", "0", "--epochs", "1", "--jobs", "2",
+               "--no-mlflow", "--out", str(target)]
+    done = subprocess.run(command + ["--cell-types", "B", "NK"], capture_output=True, text=True,
+                          timeout=900)
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     rows = pd.read_csv(target)
     assert sorted(rows["cell_type"].unique()) == ["B", "NK"]
     assert len(rows) == 2 * 2  # each training scored under the paper's prediction and step 1's pick
     assert set(rows["lever"]) == {"latent 20, width 256"} and (rows["epochs_run"] == 1).all()
-    again = subprocess.run(["bash", *script], env={**env, "CELL_TYPES": "B"},
-                           capture_output=True, text=True, timeout=900)
+    again = subprocess.run(command + ["--cell-types", "B"], capture_output=True, text=True,
+                           timeout=900)
     assert again.returncode == 0 and "0 new rows" in again.stdout
     assert len(pd.read_csv(target)) == 4
+    # rows made elsewhere come in once: what the other CSV lacks, nothing more
+    other = tmp_path / "here.csv"
+    rows[rows["cell_type"] == "B"].to_csv(other, index=False)
+    imported = subprocess.run([*command[:4], "--import-csv", str(target), "--no-mlflow", "--out",
+                               str(other)], capture_output=True, text=True, timeout=900)
+    assert imported.returncode == 0 and "2 new rows" in imported.stdout, imported.stderr[-2000:]
+    merged = pd.read_csv(other)
+    assert len(merged) == 4 and sorted(merged["cell_type"]) == ["B", "B", "NK", "NK"]

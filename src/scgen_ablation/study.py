@@ -117,16 +117,14 @@ NO_TRAINING_LEVER = "no training lever"
 
 
 def training_candidates(prediction_scores: pd.DataFrame, training_scores: pd.DataFrame,
-                        prediction: str, seeds=None) -> pd.DataFrame:
+                        prediction: str) -> pd.DataFrame:
     """Step 2's table: step 1's pick alone and with each training lever, on the same runs.
 
     A training lever is a candidate when it has a row for every cell type the pick
-    alone has, on at least one of ``seeds``; the table keeps the seeds on which every
-    candidate is complete.  ``seeds=None`` offers every seed the pick alone has.
+    alone has, on at least one seed; the table keeps the seeds on which every
+    candidate is complete.
     """
     base = prediction_scores[prediction_scores["lever"] == prediction]
-    if seeds is not None:
-        base = base[base["seed"].isin(seeds)]
     levers = training_scores[training_scores["prediction"] == prediction]
     complete = {}  # lever -> the seeds on which it has every cell type
     for lever, rows in levers.groupby("lever", sort=False):
@@ -259,15 +257,14 @@ class Recommendation(NamedTuple):
     rows: pd.DataFrame  # its score rows, every seed run
 
 
-def recommend(prediction_scores: pd.DataFrame, training_scores: pd.DataFrame | None = None,
-              screen_seeds=None) -> Recommendation:
+def recommend(prediction_scores: pd.DataFrame, training_scores: pd.DataFrame | None = None
+              ) -> Recommendation:
     """Both steps of the rule, applied to all the cell types in the tables."""
     prediction = select_lever(prediction_scores)
     pick = Recommendation(prediction, dict(PREDICTION_LEVERS[prediction]),
                           prediction_scores[prediction_scores["lever"] == prediction])
     if training_scores is not None and not training_scores.empty:
-        candidates = training_candidates(prediction_scores, training_scores, prediction,
-                                         screen_seeds)
+        candidates = training_candidates(prediction_scores, training_scores, prediction)
         lever = select_lever(candidates)
         if lever != NO_TRAINING_LEVER:
             pick = Recommendation(f"{lever} + {prediction}",
