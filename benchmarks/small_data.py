@@ -242,6 +242,10 @@ def report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()) -> i
     show("step1-loo", "Step 1, leave-one-type-out",
          markdown(study.leave_one_type_out(scores), index=False))
     save(study.lever_figures(scores, "prediction levers, paper training"), "small_data_prediction_")
+    by_seed = scores[scores["lever"] == prediction].pivot(index="cell_type", columns="seed",
+                                                          values="r2_mean_top100")
+    show("step1-by-seed", f"Step 1's pick, R² of the mean over the top-100 DEGs, per seed",
+         markdown(by_seed.rename(columns=lambda seed: f"seed {seed}")))
 
     training = pd.read_csv(training_csv) if training_csv.exists() else None
     if training is not None:
@@ -263,6 +267,8 @@ def report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()) -> i
         save(study.lever_figures(candidates, f"training levers + {prediction}, "
                                              f"seeds {seed_list(candidates)}"),
              "small_data_training_")
+        show("timings", "Training seconds per run, by device and network size",
+             timings(scores, training))
         check = training_csv.with_name("small_data_device_check.csv")
         if check.exists():
             show("device-check", "The same runs on CPU and GPU", device_check(training, pd.read_csv(check)))
@@ -333,6 +339,19 @@ def against_none(candidates: pd.DataFrame) -> str:
         epochs[f"training s, {device}"] = column
     parts.append("Epochs run (best epoch), and training seconds:\n\n" + epochs.to_markdown())
     return "\n\n".join(parts)
+
+
+def timings(scores: pd.DataFrame, training: pd.DataFrame) -> str:
+    """Seconds per training (one per run, not per prediction scored on it), by device
+    and by network: the paper's size, the smaller network, and 200 epochs."""
+    runs = pd.concat([scores.drop_duplicates(["cell_type", "seed"]).assign(lever="paper"),
+                      training.drop_duplicates(["cell_type", "seed", "lever"])])
+    network = runs["lever"].map({"latent 20, width 256": "256-256-20",
+                                 "200 epochs": "800-800-100, 200 epochs"}).fillna("800-800-100")
+    table = runs.groupby([runs["device"], network])["train_seconds"].describe().round()
+    table.index = [f"{device}, {size}" for device, size in table.index]
+    return markdown(table[["count", "min", "50%", "max"]].rename(columns={"50%": "median"})
+                    .rename_axis("device, network"))
 
 
 def seed_list(scores: pd.DataFrame) -> str:

@@ -32,7 +32,7 @@ def test_small_data_report_is_drawn_from_the_committed_study(tmp_path):
     # the docs' generated tables are the report's: regenerate them after a run
     for (name, text), copy in zip(docs.items(), copies):
         assert copy.read_text() == text, f"{name} is stale: run small_data.py --report --doc"
-    assert docs["docs/small_data.md"].count("<!-- report: ") == 14
+    assert docs["docs/small_data.md"].count("<!-- report: ") == 16
     assert docs["README.md"].count("<!-- report: ") == 2
     assert "Step 1 picks: paired delta + residual decoding" in done.stdout
     picked = done.stdout.split("## Recommended = ")[1].split("\n")[0]
