@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import scgen_ablation as sa  # noqa: E402
-from scgen_ablation.data import SHARED_DATA  # noqa: E402
+from scgen_ablation.paths import SHARED_DATA  # noqa: E402
 
 KANG = SHARED_DATA / "kang_pbmc_scgen.h5ad"
 

@@ -114,7 +114,7 @@ def test_every_notebook_runs_and_logs_the_named_metrics(ablation_store):
 def test_runner_isolates_a_failing_notebook(tmp_path, capsys):
     profiles = write_profiles(
         tmp_path, stages=["01_autoencoder", "02_vae", "00_data"],
-        stage_parameters={"02_vae": {"overrides": {"no_such_key": 1}}})
+        stage_parameters={"02_vae": {"held_out_cell_type": "Platelet"}})
     uri = tracking.store_uri(tmp_path / "mlruns")
     code = runner.main(["--profiles", str(profiles), "--profile", "tiny",
                         "--tracking-uri", uri, "--out", str(tmp_path / "runs")])
@@ -127,8 +127,9 @@ def test_runner_isolates_a_failing_notebook(tmp_path, capsys):
     assert runs["02_vae"].info.status == "FAILED"
     failed = runs["02_vae"].info.run_id
     assert [a.path for a in client.list_artifacts(failed, "notebook")] == ["notebook/02_vae-CD4T-0.ipynb"]
+    assert "Platelet" in runs["02_vae"].data.tags["error"]
     executed = json.loads((tmp_path / "runs" / "02_vae" / "02_vae-CD4T-0.ipynb").read_text())
-    assert "no_such_key" in json.dumps(executed)  # the error is in the executed notebook
+    assert "Platelet" in json.dumps(executed)  # the error is in the executed notebook
     out = capsys.readouterr().out
     assert "FAILED" in out and "1 failed" in out
 

@@ -1,6 +1,7 @@
 """Bad input, faults and concurrency: every row of docs/robustness.md has a test here."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -244,3 +245,144 @@ def test_servers_bind_to_loopback():
         line = next(l for l in makefile.splitlines() if target in l)
         block = makefile[makefile.index(line):].split("\n\n")[0]
         assert "127.0.0.1" in block, target
+
+
+# --- config values are checked when the config is made ---------------------------------
+
+@pytest.mark.parametrize("field, value, message", [
+    ("hidden_sizes", "256", "'hidden_sizes' must be a list"),
+    ("hidden_sizes", [800, 0], "hidden_sizes must be one or more sizes >= 1"),
+    ("early_stopping_patience", 0, "early_stopping_patience must be >= 1"),
+    ("early_stopping_patience", -5, "early_stopping_patience must be >= 1"),
+    ("kl_weight", float("nan"), "kl_weight must be a finite number"),
+    ("learning_rate", 0.0, "learning_rate must be a finite number > 0"),
+    ("learning_rate", "fast", "'learning_rate' must be a number"),
+    ("epochs", 2.5, "'epochs' must be a whole number"),
+    ("epochs", True, "'epochs' must be a number"),
+    ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+    ("seed", -1, "seed must be >= 0"),
+    ("n_bootstrap", -1, "n_bootstrap must be >= 0"),
+    ("variational", "yes", "'variational' must be true or false"),
+    ("device", "gpu", "device='gpu' is not"),
+    ("held_out_cell_type", "", "held_out_cell_type must be a non-empty string"),
+    ("stimulated_label", "control", "both 'control'"),
+])
+def test_config_values_are_checked_naming_the_field(field, value, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        sa.preset("paper", **{field: value})
+
+
+def test_numbers_given_as_strings_are_read_as_numbers():
+    config = sa.preset("paper", learning_rate="1e-4", epochs="20", hidden_sizes=["64", 32])
+    assert (config.learning_rate, config.epochs, config.hidden_sizes) == (1e-4, 20, (64, 32))
+
+
+def test_patience_none_turns_early_stopping_off(small, monkeypatch):
+    from scgen_ablation import training
+    worse = iter(range(100, 1000))  # a validation loss that only ever gets worse
+    monkeypatch.setattr(training, "evaluate_loss", lambda module, X: {
+        "loss": float(next(worse)), "reconstruction": 0.0, "kl": 0.0})
+    assert len(sa.train(small, config(epochs=5, early_stopping_patience=1), progress=False).history) == 2
+    off = config(epochs=5, early_stopping_patience=None)
+    assert len(sa.train(small, off, progress=False).history) == 5
+
+
+# --- data are checked at every door --------------------------------------------------------
+
+def unlogged(adata):
+    """Normalised to counts per million but never log-transformed (values up to ~1e5)."""
+    out = adata.copy()
+    out.X = np.expm1(out.X.toarray()) * 100.0
+    return out
+
+
+def test_unlogged_normalised_data_is_refused_at_split_train_and_predict(small):
+    cfg = config(held_out_cell_type="NK")
+    with pytest.raises(ValueError, match="normalised but not log-transformed.*log1p"):
+        sa.split_held_out(unlogged(small), cfg)
+    with pytest.raises(ValueError, match="normalised but not log-transformed"):
+        sa.train(unlogged(small), cfg, progress=False)
+    split = sa.split_held_out(small, cfg)
+    model = sa.train(split.train, cfg, progress=False)
+    with pytest.raises(ValueError, match="control cells to predict from.*not log-transformed"):
+        sa.predict(model, split.train, unlogged(split.ctrl_target))
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("nan", "NaN or Inf"), ("negative", "negative values"), ("counts", "raw counts")])
+def test_predict_checks_its_input_as_strictly_as_train(small, problem, message):
+    cfg = config(held_out_cell_type="NK")
+    split = sa.split_held_out(small, cfg)
+    model = sa.train(split.train, cfg, progress=False)
+    bad = split.ctrl_target.copy()
+    bad.X = bad.X.toarray()
+    if problem == "nan":
+        bad.X[0, 0] = np.nan
+    elif problem == "negative":
+        bad.X -= 1.0
+    else:
+        bad.X = np.round(np.expm1(bad.X))
+    with pytest.raises(ValueError, match=message):
+        sa.predict(model, split.train, bad)
+
+
+@pytest.mark.parametrize("missing", [np.nan, "", None])
+def test_cells_without_a_label_are_refused(small, missing):
+    broken = small.copy()
+    column = broken.obs["cell_type"].astype(object)
+    column.iloc[5] = missing
+    broken.obs["cell_type"] = column
+    with pytest.raises(ValueError, match=r"obs\['cell_type'\] has 1 cells without a label"):
+        sa.split_held_out(broken, config())
+
+
+def test_duplicated_gene_names(small):
+    broken = small.copy()
+    broken.var_names = ["GENE"] * 2 + list(broken.var_names[2:])
+    with pytest.raises(ValueError, match=r"var names are not unique.*\['GENE'\].*var_names_make_unique"):
+        sa.split_held_out(broken, config())
+    with pytest.raises(ValueError, match="var names are not unique"):
+        sa.train(broken, config(), progress=False)
+
+
+@pytest.mark.parametrize("dtype", [bool, object])
+def test_unsupported_dtypes_are_refused(small, dtype):
+    broken = small.copy()
+    broken.X = (broken.X.toarray() > 0).astype(dtype)
+    with pytest.raises(TypeError, match="dtype .*scGen needs numbers"):
+        data.check_expression(broken.X)
+
+
+def test_files_that_are_not_h5ad_name_the_file(tmp_path):
+    text = tmp_path / "cells.csv"
+    text.write_text("gene,cell\n1,2\n")
+    with pytest.raises(ValueError, match=r"cells.csv' is not a readable .h5ad file \(convert it"):
+        sa.load(str(text))
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        sa.load(str(tmp_path))
+
+
+def test_checkpoint_path_that_is_a_folder_fails_before_training(small, tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(IsADirectoryError, match="checkpoint_path .* is a folder"):
+        sa.train(small, config(epochs=10_000), checkpoint_path=tmp_path, progress=False)
+    assert time.perf_counter() - started < 30  # refused up front, not after 10,000 epochs
+
+
+def test_truncated_checkpoint_names_its_path(small, tmp_path):
+    path = sa.train(small, config(), progress=False).save(tmp_path / "model.pt")
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"checkpoint '.*model.pt' cannot be read"):
+        sa.TrainedModel.load(path)
+
+
+def test_unreachable_tracking_server_fails_within_seconds():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    started = time.perf_counter()
+    with pytest.raises(ConnectionError, match=f"http://127.0.0.1:{port} is not reachable"):
+        tracking.setup(f"http://127.0.0.1:{port}", "kang")
+    assert time.perf_counter() - started < 15
+    code = runner.main(["--stages", "02_vae", "--tracking-uri", f"http://127.0.0.1:{port}"])
+    assert code == 2

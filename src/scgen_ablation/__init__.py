@@ -7,7 +7,8 @@ from .config import ScGenConfig, preset
 from .data import load, load_for, split_held_out
 from .experiment import Result, run
 from .prediction import predict
-from .training import TrainedModel, train
+from .model import TrainedModel
+from .training import train
 
 __all__ = ["ScGenConfig", "preset", "load", "load_for", "split_held_out", "run", "Result",
            "predict", "train", "TrainedModel"]

@@ -11,8 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 CHOICES = {
     "reconstruction_loss": ("mse", "l1"),
@@ -21,6 +25,13 @@ CHOICES = {
     "delta_latent": ("mean", "sample"),
     "prediction_mode": ("decode", "residual"),
 }
+# smallest allowed value of each count (None allowed where the field says so)
+LOWER_BOUNDS = {"latent_dim": 1, "epochs": 1, "batch_size": 2, "n_degs": 1, "n_top_genes": 1,
+                "n_bootstrap": 0, "seed": 0, "checkpoint_every": 0, "early_stopping_patience": 1}
+# fields that do not change the trained weights (given the same data and seed)
+PREDICTION_FIELDS = ("balance_delta", "delta_cell_types", "delta_latent", "prediction_mode")
+NOT_TRAINING = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap", "device", "checkpoint_every")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 @dataclass
@@ -50,7 +61,7 @@ class ScGenConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     validation_fraction: float = 0.1
-    early_stopping_patience: int = 25
+    early_stopping_patience: int | None = 25  # None: no early stopping
     keep_best: bool = False  # scvi-tools 1.0 keeps the last model, not the best
     balance_training: bool = False  # each epoch: as many cells, cell types drawn equally
     seed: int = 0
@@ -68,25 +79,36 @@ class ScGenConfig:
     n_bootstrap: int = 100
 
     def __post_init__(self):
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        for spec in dataclasses.fields(self):
+            setattr(self, spec.name, _checked(spec.name, spec.type, getattr(self, spec.name)))
         for key, allowed in CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not one of {allowed}")
+        for key, low in LOWER_BOUNDS.items():
             value = getattr(self, key)
-            if value not in allowed:
-                raise ValueError(f"{key}={value!r} is not one of {allowed}")
-        positive = ("latent_dim", "epochs", "batch_size", "n_degs", "n_top_genes")
-        for key in positive:
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2 (batch norm needs two cells)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not 0.0 < self.validation_fraction < 1.0 and self.validation_fraction != 0.0:
-            raise ValueError(
-                f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}"
-            )
-        if self.kl_weight < 0 or self.learning_rate <= 0:
-            raise ValueError("kl_weight must be >= 0 and learning_rate > 0")
+            if value is not None and value < low:
+                raise ValueError(f"{key} must be >= {low}, got {value!r}"
+                                 + (" (batch norm needs two cells)" if key == "batch_size" else "")
+                                 + (" (None turns early stopping off)"
+                                    if key == "early_stopping_patience" else ""))
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be one or more sizes >= 1, got {self.hidden_sizes!r}")
+        for key in ("dropout", "validation_fraction"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)!r}")
+        for key in ("kl_weight", "weight_decay", "learning_rate"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0 or (key == "learning_rate" and value == 0):
+                raise ValueError(f"{key} must be a finite number "
+                                 f"{'> 0' if key == 'learning_rate' else '>= 0'}, got {value!r}")
+        for key in ("dataset", "condition_key", "cell_type_key", "control_label",
+                    "stimulated_label", "held_out_cell_type"):
+            if not getattr(self, key):
+                raise ValueError(f"{key} must be a non-empty string")
+        if self.control_label == self.stimulated_label:
+            raise ValueError(f"control_label and stimulated_label are both {self.control_label!r}")
+        if not DEVICE.fullmatch(self.device):
+            raise ValueError(f"device={self.device!r} is not 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
     # -- conversions -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -106,10 +128,69 @@ class ScGenConfig:
             )
         return dataclasses.replace(self, **changes)
 
+    def training_key(self, data_sha256: str) -> str:
+        """What identifies a trained model: the fields that change training, the data, the seed.
+
+        Prediction and evaluation fields (``PREDICTION_FIELDS``) and where it
+        runs (device, checkpoints) are left out: models that differ only there
+        are the same training.
+        """
+        values = {k: v for k, v in self.to_dict().items() if k not in NOT_TRAINING}
+        values["dataset"] = data_sha256
+        text = json.dumps(values, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def digest(self) -> str:
         """A short stable hash of every value: equal configs, equal digests."""
         text = json.dumps(self.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _checked(name: str, kind: str, value: Any) -> Any:
+    """``value`` as the field's type; numbers written as strings ("1e-3") are fine.
+
+    ``kind`` is the field's annotation as written (``from __future__ import
+    annotations`` keeps it a string).  Anything that does not convert cleanly
+    is an error naming the field: a silent ``int("256")`` -> (2, 5, 6) is how
+    wrong runs start.
+    """
+    def fail(expected: str):
+        return TypeError(f"config field {name!r} must be {expected}, got {value!r} "
+                         f"({type(value).__name__})")
+
+    if kind.endswith("| None") and value is None:
+        return None
+    base = kind.replace("| None", "").strip()
+    if base == "bool":
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise fail("true or false")
+    if base == "str":
+        if isinstance(value, str):
+            return value
+        raise fail("a string")
+    if base in ("int", "float"):
+        if isinstance(value, (bool, np.bool_)):
+            raise fail(f"a number ({base})")
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise fail(f"a number ({base})") from None
+        if not isinstance(value, (int, float, np.integer, np.floating)):
+            raise fail(f"a number ({base})")
+        if base == "float":
+            return float(value)
+        if float(value) != int(value):
+            raise fail("a whole number")
+        return int(value)
+    if base.startswith("tuple"):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise fail("a list of whole numbers, e.g. [800, 800]")
+        return tuple(_checked(f"{name}[{i}]", "int", v) for i, v in enumerate(value))
+    raise AssertionError(f"no check for field {name!r} of type {kind}")
 
 
 # Named presets.  "paper" is scGen as published (and as the authors' current

@@ -18,9 +18,11 @@ import pandas as pd
 import scanpy as sc
 from scipy import sparse
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
-CACHE_DIR = PROJECT_ROOT / "data"
+from .paths import CACHE_DIR, SHARED_DATA
+
+# log1p of any realistic normalised count is far below this (log1p(1e6) = 13.8);
+# larger values mean the log step was skipped
+LOG_SCALE_MAX = 50.0
 
 
 @dataclass(frozen=True)
@@ -173,36 +175,96 @@ def preprocess(adata: ad.AnnData, n_top_genes: int = 2000, min_genes: int | None
     return adata[:, adata.var["highly_variable"]].copy()
 
 
+def check_expression(X, what: str = "X") -> None:
+    """Raise a clear error unless ``X`` is finite, non-negative, log-scale expression.
+
+    Used at every door (load, split, train, predict): scGen's arithmetic on
+    raw counts, un-logged normalised values or NaNs runs without error and
+    returns nonsense, so each is refused here, naming the fix.
+    """
+    if X is None:
+        raise ValueError(f"{what} is missing (no expression matrix); scGen needs one")
+    dtype = X.dtype
+    if dtype == bool or not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise TypeError(f"{what} has dtype {dtype}; scGen needs numbers (float32 or float64): "
+                        f"convert with adata.X = adata.X.astype('float32')")
+    values = X.data if sparse.issparse(X) else np.asarray(X)
+    if values.size == 0:
+        return
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ValueError(f"{what} holds {int((~finite).sum())} NaN or Inf values; "
+                         "remove or impute them before training or predicting")
+    low, high = float(values.min()), float(values.max())
+    if low < 0:
+        raise ValueError(
+            f"{what} holds negative values (min {low:.3g}); scGen expects log-normalised "
+            "expression (non-negative): pass unscaled log1p values, not z-scores")
+    if looks_like_counts(X):
+        raise ValueError(
+            f"{what} holds raw counts (integer values); scGen expects log-normalised data: "
+            "preprocess it first (data.load(..., preprocess_counts=True); config: preprocess=True)")
+    if high > LOG_SCALE_MAX:
+        raise ValueError(
+            f"{what} reaches {high:.4g}: it looks normalised but not log-transformed "
+            f"(log-scale data stay below {LOG_SCALE_MAX:g}); apply sc.pp.log1p(adata) first")
+
+
+def check_labels(adata: ad.AnnData, key: str) -> pd.Series:
+    """``obs[key]`` as strings, refusing a missing column or missing labels."""
+    if key not in adata.obs:
+        raise KeyError(f"obs column {key!r} not found; available columns: {list(adata.obs.columns)}")
+    column = adata.obs[key]
+    missing = column.isna() | column.astype(str).str.strip().str.lower().isin(["", "nan", "none"])
+    if missing.any():
+        raise ValueError(
+            f"obs[{key!r}] has {int(missing.sum())} cells without a label (NaN or empty); "
+            f"drop them (adata = adata[adata.obs[{key!r}].notna()].copy()) or label them")
+    return column.astype(str)
+
+
 def check_anndata(adata: ad.AnnData, condition_key: str, cell_type_key: str,
                   control_label: str, stimulated_label: str) -> None:
     """Raise a clear error for input scGen cannot use; say what exists instead."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(f"AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes)")
-    for key in (condition_key, cell_type_key):
-        if key not in adata.obs:
-            raise KeyError(
-                f"obs column {key!r} not found; available columns: {list(adata.obs.columns)}"
-            )
-    conditions = set(adata.obs[condition_key].astype(str).unique())
+    conditions = set(check_labels(adata, condition_key))
+    check_labels(adata, cell_type_key)
     for label, role in ((control_label, "control"), (stimulated_label, "stimulated")):
         if label not in conditions:
             raise ValueError(
                 f"{role} label {label!r} not found in obs[{condition_key!r}]; "
                 f"labels present: {sorted(conditions)}"
             )
-    if not adata.obs_names.is_unique:
-        duplicated = adata.obs_names[adata.obs_names.duplicated()].unique()[:5]
-        raise ValueError(
-            f"obs names are not unique (e.g. {list(duplicated)}); call adata.obs_names_make_unique()"
-        )
-    values = adata.X.data if sparse.issparse(adata.X) else np.asarray(adata.X)
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"X holds {int((~np.isfinite(values)).sum())} NaN or Inf values")
-    if values.size and values.min() < 0:
-        raise ValueError(
-            f"X holds negative values (min {values.min():.3g}); scGen expects "
-            "log-normalised expression (non-negative)"
-        )
+    check_names(adata)
+    check_expression(adata.X)
+
+
+def check_names(adata: ad.AnnData) -> None:
+    """Cell and gene names must be unique: genes are matched by name."""
+    for axis, names, fix in (("obs", adata.obs_names, "obs_names_make_unique"),
+                             ("var", adata.var_names, "var_names_make_unique")):
+        if not names.is_unique:
+            duplicated = names[names.duplicated()].unique()[:5]
+            raise ValueError(
+                f"{axis} names are not unique (e.g. {list(duplicated)}); call adata.{fix}()"
+                + (" or keep one row per gene" if axis == "var" else ""))
+
+
+def read_h5ad(file: Path) -> ad.AnnData:
+    """``anndata.read_h5ad`` with an error that names the file when it is not one."""
+    if file.is_dir():
+        raise IsADirectoryError(f"{str(file)!r} is a folder, not an .h5ad file")
+    try:
+        with warnings.catch_warnings():  # old files keep neighbors in uns; anndata moves them
+            warnings.filterwarnings("ignore", message="Moving element from .uns",
+                                    category=FutureWarning)
+            return ad.read_h5ad(file)
+    except Exception as error:
+        hint = (" (convert it first: scanpy.read_csv / read_10x_mtx / read_loom, then "
+                "adata.write_h5ad)" if file.suffix.lower() != ".h5ad" else "")
+        raise ValueError(f"{str(file)!r} is not a readable .h5ad file{hint}: "
+                         f"{type(error).__name__}: {error}") from None
 
 
 def load(name_or_path: str | Path = "kang", *, path: str | Path | None = None,
@@ -216,11 +278,12 @@ def load(name_or_path: str | Path = "kang", *, path: str | Path | None = None,
     :func:`check_anndata`.
     """
     file = resolve_path(name_or_path, path)
-    with warnings.catch_warnings():  # old files keep neighbors in uns; anndata moves them
-        warnings.filterwarnings("ignore", message="Moving element from .uns", category=FutureWarning)
-        adata = ad.read_h5ad(file)
+    adata = read_h5ad(file)
     adata.uns["source_file"] = str(file)
+    if adata.X is None:
+        raise ValueError(f"{file.name} has no expression matrix (X is empty)")
     if preprocess_counts:
+        check_names(adata)
         adata = preprocess(adata, n_top_genes=n_top_genes)
     elif looks_like_counts(adata.X):
         raise ValueError(
@@ -258,8 +321,8 @@ def split_held_out(adata: ad.AnnData, config) -> Split:
     """Hold out ``config.held_out_cell_type``'s stimulated cells."""
     check_anndata(adata, config.condition_key, config.cell_type_key,
                   config.control_label, config.stimulated_label)
-    cell_type = adata.obs[config.cell_type_key].astype(str)
-    condition = adata.obs[config.condition_key].astype(str)
+    cell_type = check_labels(adata, config.cell_type_key)
+    condition = check_labels(adata, config.condition_key)
     target = config.held_out_cell_type
     if target not in set(cell_type):
         raise ValueError(

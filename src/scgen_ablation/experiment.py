@@ -15,7 +15,8 @@ from . import metrics
 from .config import ScGenConfig
 from .data import Split, dense, split_held_out
 from .prediction import predict
-from .training import EpochCallback, TrainedModel, train
+from .model import TrainedModel
+from .training import EpochCallback, train
 
 
 @dataclass

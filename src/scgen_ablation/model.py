@@ -8,8 +8,18 @@ Each hidden block: Linear (no bias) -> BatchNorm -> LeakyReLU -> Dropout.
 """
 from __future__ import annotations
 
+import copy
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
 import torch
 from torch import nn
+
+from .config import ScGenConfig
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -90,3 +100,92 @@ class ScGenModule(nn.Module):
             kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=1).mean()
         total = reconstruction + 0.5 * self.kl_weight * kl
         return {"loss": total, "reconstruction": reconstruction, "kl": kl}
+
+
+@dataclass
+class TrainedModel:
+    """A module together with what is needed to use and reload it."""
+
+    module: ScGenModule
+    config: ScGenConfig
+    genes: list[str]
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    # weights of the best validation epoch, kept in memory (not saved) so that
+    # best-vs-last can be compared on one training run
+    best_state: dict | None = field(default=None, repr=False)
+
+    def with_weights(self, state: dict) -> "TrainedModel":
+        """A copy of this model carrying other weights (e.g. ``best_state``)."""
+        module = copy.deepcopy(self.module)
+        module.load_state_dict(state)
+        return TrainedModel(module.eval(), self.config, self.genes, self.history, self.best_epoch)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def check_genes(self, adata: ad.AnnData) -> None:
+        """Raise if ``adata`` does not have exactly the genes the model was trained on."""
+        genes = list(map(str, adata.var_names))
+        if genes != self.genes:
+            missing = [g for g in self.genes if g not in set(genes)][:5]
+            extra = [g for g in genes if g not in set(self.genes)][:5]
+            raise ValueError(
+                f"genes differ from the trained model's ({len(genes)} given, "
+                f"{len(self.genes)} trained; missing e.g. {missing}, unexpected e.g. "
+                f"{extra}; same set in another order counts as different): "
+                "subset and order with adata[:, model.genes]"
+            )
+
+    def save(self, path: str | Path, epoch: int | None = None) -> Path:
+        """Write weights + config + genes + history atomically (temp file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "state_dict": self.module.state_dict(),
+            "config": self.config.to_dict(),
+            "genes": self.genes,
+            "history": self.history,
+            "epoch": len(self.history) if epoch is None else epoch,
+            "best_epoch": self.best_epoch,
+        }
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(handle)
+        try:
+            torch.save(payload, temporary)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "TrainedModel":
+        """Load a checkpoint safely (``weights_only=True``: tensors and plain data only)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} is not a file")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise  # refused by weights_only: arbitrary objects are never loaded
+        except (OSError, RuntimeError, EOFError, ValueError) as error:
+            raise ValueError(f"checkpoint {str(path)!r} cannot be read (truncated or not a "
+                             f"torch file?): {error}") from None
+        if not isinstance(payload, dict):
+            raise ValueError(f"{path} is not a scgen_ablation checkpoint (not a dict)")
+        missing = {"state_dict", "config", "genes"} - set(payload)
+        if missing:
+            raise ValueError(f"{path} is not a scgen_ablation checkpoint (missing {sorted(missing)})")
+        config = ScGenConfig.from_dict(payload["config"])
+        module = ScGenModule(len(payload["genes"]), config)
+        try:
+            module.load_state_dict(payload["state_dict"])
+        except RuntimeError as error:
+            raise ValueError(
+                f"checkpoint {path} does not match the architecture its config describes: {error}"
+            ) from None
+        module.to(pick_device(device)).eval()
+        return cls(module, config, list(payload["genes"]), list(payload.get("history", [])),
+                   payload.get("best_epoch"))

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import balance, dense
-from .training import TrainedModel
+from .data import balance, check_expression, check_labels, check_names, dense
+from .model import TrainedModel
 
 PREDICTED_LABEL = "predicted"
 
@@ -99,7 +99,14 @@ def predict(model: TrainedModel, train: ad.AnnData, ctrl_target: ad.AnnData,
     config = config or model.config
     if ctrl_target.n_obs == 0:
         raise ValueError("no control cells to predict from")
-    model.check_genes(ctrl_target)
+    # as strict as training: NaN, raw counts or un-logged values give nonsense, not errors
+    check_expression(ctrl_target.X, "control cells to predict from (ctrl_target.X)")
+    check_expression(train.X, "training cells that define delta (train.X)")
+    for adata in (ctrl_target, train):
+        check_names(adata)
+        model.check_genes(adata)
+    for key in (config.condition_key, config.cell_type_key):
+        check_labels(train, key)
     delta = latent_delta(model, train, config)
     mu, _ = encode(model, ctrl_target)
     shifted = decode(model, mu + delta)

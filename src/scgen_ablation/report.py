@@ -9,17 +9,39 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import SHARED_DATA
 from .metrics import BASELINES, METRICS
+from .paths import REFERENCE_RESULTS
 
-REFERENCE_RESULTS = SHARED_DATA.parent / "reference" / "results.csv"
+
+def on_data(runs: pd.DataFrame, data_sha256: str) -> pd.DataFrame:
+    """Only the runs trained and scored on the data file with this checksum."""
+    if runs.empty or "tags.data_sha256" not in runs:
+        return runs.iloc[0:0]
+    return runs[runs["tags.data_sha256"] == data_sha256]
+
+
+def counted(runs: pd.DataFrame) -> pd.Series:
+    """Which runs count: FINISHED, and, under a runner's job, one that its runner closed FINISHED.
+
+    A result run inside a job whose runner was killed, or whose cleanup failed,
+    may read FINISHED while its job is not; it does not count.
+    """
+    if runs.empty:
+        return pd.Series(dtype=bool)
+    tag = lambda name: runs.get(f"tags.{name}", pd.Series(None, index=runs.index))  # noqa: E731
+    top = tag("mlflow.parentRunId").fillna(runs["run_id"])
+    by_id = runs.set_index("run_id")
+    job_key = top.map(by_id.get("tags.runner_job_key", pd.Series(dtype=object)))
+    closed = top.map(by_id.get("tags.runner_status", pd.Series(dtype=object)))
+    job_ok = job_key.isna() | (job_key == "") | (closed == "FINISHED")
+    return (runs["status"] == "FINISHED") & job_ok
 
 
 def result_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs that hold one held-out prediction's metrics (``tags.level == 'result'``)."""
+    """Counted runs that hold one held-out prediction's metrics (``tags.level == 'result'``)."""
     if runs.empty or "tags.level" not in runs:
         return runs.iloc[0:0]
-    keep = (runs["tags.level"] == "result") & (runs["status"] == "FINISHED")
+    keep = (runs["tags.level"] == "result") & counted(runs)
     table = runs[keep].copy()
     variant = table.get("tags.variant", pd.Series("", index=table.index)).fillna("")
     table["method"] = table["tags.stage_name"].fillna("?") + variant.map(lambda v: f" [{v}]" if v else "")

@@ -2,39 +2,76 @@
 
     python -m scgen_ablation.runner --profile quick          # the main job
     python -m scgen_ablation.runner --profile full --jobs 2
+    python -m scgen_ablation.runner --profile quick --dry-run  # what would run, as JSON lines
 
 For every job (stage x held-out cell type x seed, as the stage's grid says)
 the runner creates the MLflow run, passes its id to the notebook
 (``mlflow_run_id``), runs the notebook in its own papermill process, attaches
-the executed notebook to the run, and sets the run's final status itself, so a
-notebook that raises, or a kernel that dies, still leaves a FAILED run with its
-executed notebook.  One failing job does not stop the others; the exit code is
-non-zero if any failed.  Jobs already FINISHED with the same configuration are
-skipped unless ``--force``.
+the executed notebook and papermill's log to the run, and sets the run's
+final status itself.  The status is the truth:
+
+* FINISHED only when papermill exited 0, the notebook reached its last line
+  (tag ``completed``) and its executed copy was attached; the runner then tags
+  ``runner_status=FINISHED`` as its very last write, and only such runs count
+  as done (for skipping, and in the comparison);
+* FAILED when the notebook raised, the kernel died, or a cleanup step failed;
+* KILLED when the runner was interrupted (Ctrl-C, SIGTERM, SIGHUP): it stops
+  its papermill processes and closes their runs before it exits.  Papermill
+  processes die with the runner even when it is killed outright, and the next
+  runner on the store closes what a killed runner left open
+  (:func:`tracking.close_orphans`).
+
+A job is claimed (an exclusive lock beside the store) before it runs, so two
+runners on one store never run one job twice.  A job's identity
+(``runner_job_key``) is its stage, notebook parameters, effective config and
+the sha256 of its data, so changed data or settings rerun; jobs already done
+are skipped unless ``--force``.
+
+Parameters reach a notebook in layers, each overriding the one before:
+preset -> stage file ``config`` -> profile (``parameters``, then
+``stage_parameters``) -> ``-p`` -> ``-p overrides``.  A ``-p`` that is
+neither a parameter of a notebook nor a config field is an error (exit 2)
+before any run is made.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import fcntl
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anndata
 import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
 
 from . import tracking
-from .data import PROJECT_ROOT, resolve_path
-from .stages import load_profiles, load_stage, stage_files
+from .config import ScGenConfig
+from .data import DATASETS, resolve_path
+from .paths import NOTEBOOK_DIR, RUN_DIR
+from .stages import (PROFILES_FILE, StageError, config_layers, load_profiles, load_stage,
+                     notebook_parameters, stage_config)
 
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-RUN_DIR = PROJECT_ROOT / "runs"
 SUMMARY_METRICS = ("r2_mean_all", "r2_mean_top100", "r2_var_all")
+# parameters every stage notebook has, which the runner sets itself
+RUNNER_PARAMETERS = ("mlflow_tracking_uri", "mlflow_experiment", "mlflow_run_id")
+CONFIG_FIELDS = set(ScGenConfig.__dataclass_fields__)
+
+
+class UsageError(ValueError):
+    """Bad command line, profile or stage input: the runner exits 2 before making any run."""
 
 
 @dataclass
@@ -43,8 +80,9 @@ class Job:
     notebook: Path
     parameters: dict
     run_name: str
+    config: ScGenConfig | None = None
+    data_sha256: str = "unknown"
     last: bool = False  # runs after every other job (the comparison notebook)
-    key: str = ""
     run_id: str | None = None
     status: str = "PENDING"
     seconds: float = 0.0
@@ -52,89 +90,391 @@ class Job:
     error: str = ""
     metrics: dict = field(default_factory=dict)
 
-    def __post_init__(self):
-        text = json.dumps({"stage": self.stage, "parameters": self.parameters}, sort_keys=True,
-                          default=str)
-        self.key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    @property
+    def key(self) -> str:
+        """The job's identity: what decides its result (code aside: ``--force`` after a change)."""
+        identity = {"stage": self.stage, "data_sha256": self.data_sha256,
+                    "parameters": {k: v for k, v in self.parameters.items()
+                                   if k not in RUNNER_PARAMETERS},
+                    "config": self.config.to_dict() if self.config else None}
+        text = json.dumps(identity, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    cell_types: list[str] = field(default_factory=list)  # held out in turn inside the notebook
+    trains: bool = True
+
+    @property
+    def training_key(self) -> str | dict | None:
+        """What identifies the trained model; for a stage that loops over held-out types, one each."""
+        if not (self.config and self.trains):
+            return None
+        if not self.cell_types:
+            return self.config.training_key(self.data_sha256)
+        return {t: self.config.replace(held_out_cell_type=t).training_key(self.data_sha256)
+                for t in self.cell_types}
+
+
+# --- planning: from profile, stage files and -p to jobs --------------------------------
+
+def resolve_dataset(value, base: Path):
+    """A dataset given as a relative path means relative to ``base`` (the caller's folder)."""
+    if isinstance(value, str) and value not in DATASETS and not Path(value).is_absolute():
+        candidate = (base / value).expanduser()
+        if candidate.exists():
+            return os.path.abspath(candidate)  # absolute, links kept: the name is the user's
+    return value
+
+
+def route(values: dict, accepts: set[str], where: str, into: dict, config_layer: dict,
+          notebook: str) -> None:
+    """Sort ``values`` into notebook parameters (``into``) and config changes (``config_layer``)."""
+    for name, value in values.items():
+        if name in CONFIG_FIELDS:
+            config_layer[name] = value
+        elif name in accepts:
+            into[name] = value
+        else:
+            raise UsageError(f"{where}: {name!r} is neither a config field nor a parameter of "
+                             f"{notebook}; its parameters: {sorted(accepts - set(RUNNER_PARAMETERS))}")
 
 
 def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path | None = None,
-         extra_parameters: dict | None = None) -> list[Job]:
-    """The jobs of a profile, in stage order."""
-    profiles = load_profiles(profiles_path) if profiles_path else load_profiles()
+         extra_parameters: dict | None = None, caller_dir: Path | None = None) -> list[Job]:
+    """The jobs of a profile, in stage order, each with its effective config.
+
+    Raises :class:`UsageError` (naming the file and key) for anything that
+    would otherwise be dropped or misread.
+    """
+    caller_dir = caller_dir or Path.cwd()
+    profiles_file = Path(profiles_path) if profiles_path else None
+    try:
+        profiles = load_profiles(profiles_file) if profiles_file else load_profiles()
+    except StageError as error:
+        raise UsageError(str(error)) from None
     if profile_name not in profiles:
-        raise KeyError(f"unknown profile {profile_name!r}; profiles: {sorted(profiles)}")
+        raise UsageError(f"unknown profile {profile_name!r}; profiles: {sorted(profiles)}")
     profile = profiles[profile_name]
-    names = stages or profile.get("stages") or list(stage_files())
+    profile_dir = (profiles_file or PROFILES_FILE).resolve().parent
+    user = dict(extra_parameters or {})
+    if "dataset" in user:
+        user["dataset"] = resolve_dataset(user["dataset"], caller_dir)
+    # an explicit held-out type or seed replaces that axis of the profile's grid
+    held_out = user.pop("held_out_cell_type", profile["held_out"])
+    held_out = [held_out] if isinstance(held_out, str) else list(held_out)
+    seeds = user.pop("seed", profile["seeds"])
+    seeds = [seeds] if isinstance(seeds, (int, str)) else list(seeds)
+    names = stages or profile["stages"]
+    try:
+        loaded = [load_stage(name) for name in names]
+    except StageError as error:
+        raise UsageError(str(error)) from None
+
+    unused = set(user) - {"overrides"}
     jobs = []
-    for name in names:
-        stage = load_stage(name)
-        parameters = {**profile.get("parameters", {}), **stage["parameters"],
-                      **profile.get("stage_parameters", {}).get(name, {}),
-                      **(extra_parameters or {})}
-        notebook = NOTEBOOK_DIR / stage["notebook"]
-        last = bool(stage.get("last", False))
-        if stage["grid"] == "once":
-            grid = [{}]
-        elif stage["grid"] == "seed":
-            grid = [{"seed": s} for s in profile["seeds"]]
-        else:
-            grid = [{"held_out_cell_type": h, "seed": s}
-                    for h in profile["held_out"] for s in profile["seeds"]]
+    for stage in loaded:
+        name, notebook = stage["name"], NOTEBOOK_DIR / stage["notebook"]
+        accepts = set(notebook_parameters(notebook))
+        parameters, profile_config, overrides = {}, {}, {}
+        where = f"profile {profile_name!r}"
+        common = {k: resolve_dataset(v, profile_dir) if k == "dataset" else v
+                  for k, v in profile["parameters"].items()}
+        # profile-wide parameters go to the notebooks that take them
+        route({k: v for k, v in common.items() if k in accepts | CONFIG_FIELDS}, accepts,
+              where, parameters, profile_config, notebook.name)
+        route(stage["parameters"], accepts, f"stage file {name}.yaml", parameters, profile_config,
+              notebook.name)
+        route(profile["stage_parameters"].get(name, {}), accepts,
+              f"{where}, stage_parameters.{name}", parameters, profile_config, notebook.name)
+        for key, value in user.items():  # -p: a notebook parameter, else a config field
+            if key == "overrides":
+                continue
+            if key in accepts:
+                parameters[key] = value
+                unused.discard(key)
+            elif key in CONFIG_FIELDS and "overrides" in accepts:
+                overrides[key] = value
+                unused.discard(key)
+        takes_config = "overrides" in accepts
+        if takes_config:
+            parameters["profile_config"] = profile_config
+            parameters["overrides"] = {**(parameters.get("overrides") or {}), **overrides,
+                                       **(user.get("overrides") or {})}
+
+        grid = [{}]
+        if stage["grid"] == "seed":
+            grid = [{"seed": s} for s in seeds]
+            if "held_out_cell_type" in (extra_parameters or {}) and "held_out_cell_types" in accepts:
+                parameters["held_out_cell_types"] = held_out
+        elif stage["grid"] == "held_out x seed":
+            grid = [{"held_out_cell_type": h, "seed": s} for h in held_out for s in seeds]
         for point in grid:
             values = {**parameters, **point}
+            config = None
+            if takes_config:
+                try:
+                    config = stage_config(name, **config_layers(values))
+                except (KeyError, ValueError, TypeError) as error:
+                    raise UsageError(str(error.args[0] if error.args else error)) from None
             label = "-".join(str(point[k]) for k in ("held_out_cell_type", "seed") if k in point)
-            jobs.append(Job(name, notebook, values, f"{name}{'-' + label if label else ''}", last))
+            jobs.append(Job(name, notebook, values, f"{name}{'-' + label if label else ''}", config,
+                            last=bool(stage["last"]), trains=bool(stage["trains"])))
+    if unused:
+        raise UsageError(f"-p {sorted(unused)}: not a parameter or config field of any notebook "
+                         f"in this run ({', '.join(s['name'] for s in loaded)})")
     return jobs
 
 
-def finished_runs(client: MlflowClient, experiment_id: str) -> dict[str, str]:
-    """job key -> run id of every FINISHED top-level run the runner made."""
-    runs = tracking.retry(client.search_runs, [experiment_id],
-                          "attributes.status = 'FINISHED' and tags.runner_job_key != ''",
-                          max_results=50000)
+def with_checksums(jobs: list[Job]) -> list[Job]:
+    """Fill in each job's data checksum (part of its identity); missing data is a UsageError."""
+    for job in jobs:
+        dataset = job.config.dataset if job.config else job.parameters.get("dataset") or "kang"
+        try:
+            path = resolve_path(dataset)
+        except FileNotFoundError as error:
+            raise UsageError(f"stage {job.stage}: {error}") from None
+        job.data_sha256 = tracking.data_checksum(path)
+        chosen = job.parameters.get("held_out_cell_types")
+        if chosen == "all" and job.config:
+            chosen = cell_types_of(path, job.config.cell_type_key)
+        job.cell_types = list(chosen) if isinstance(chosen, (list, tuple)) else []
+    return jobs
+
+
+def cell_types_of(path: Path, key: str) -> list[str]:
+    """The cell types of a data file, read without loading its matrix."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata = anndata.read_h5ad(path, backed="r")
+    try:
+        if key not in adata.obs:
+            raise UsageError(f"{path}: obs column {key!r} not found; available: "
+                             f"{list(adata.obs.columns)}")
+        return sorted(adata.obs[key].dropna().astype(str).unique())
+    finally:
+        adata.file.close()
+
+
+def dry_run(jobs: list[Job], stream=sys.stdout) -> None:
+    """One JSON object per job (what would run and with what), then a count."""
+    for job in jobs:
+        print(json.dumps({"stage": job.stage, "run_name": job.run_name, "job_key": job.key,
+                          "training_key": job.training_key, "data_sha256": job.data_sha256,
+                          "notebook": str(job.notebook.relative_to(NOTEBOOK_DIR.parent)),
+                          "parameters": job.parameters,
+                          "config": job.config.to_dict() if job.config else None},
+                         default=str), file=stream)
+    trainings = set()
+    for job in jobs:
+        key = job.training_key
+        trainings.update(key.values() if isinstance(key, dict) else [key] if key else [])
+    print(json.dumps({"jobs": len(jobs), "unique_trainings": len(trainings)}), file=stream)
+
+
+# --- claims: one job, one runner ---------------------------------------------------------
+
+def claims_dir(uri: str, out_dir: Path) -> Path:
+    """Claims live beside a SQLite store (shared by every runner on it), else in the output folder."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).parent / "claims"
+    return out_dir / ".claims"
+
+
+def claim(folder: Path, key: str):
+    """An exclusive, non-blocking lock on the job; None if another runner holds it.
+
+    ``flock`` locks die with their process, so a killed runner never leaves a
+    stale claim.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / f"{key}.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+# --- executing one job ---------------------------------------------------------------------
+
+def done_runs(client: MlflowClient, experiment_id: str, key: str | None = None) -> dict[str, str]:
+    """job key -> run id of every run its runner closed as FINISHED."""
+    query = "attributes.status = 'FINISHED' and tags.runner_status = 'FINISHED'"
+    query += f" and tags.runner_job_key = '{key}'" if key else " and tags.runner_job_key != ''"
+    runs = tracking.retry(client.search_runs, [experiment_id], query, max_results=50000)
     return {run.data.tags["runner_job_key"]: run.info.run_id for run in runs}
 
 
-def execute(job: Job, client: MlflowClient, experiment_id: str, uri: str, experiment: str,
-            out_dir: Path, profile: str) -> Job:
-    """Run one job's notebook under a run the runner owns."""
-    stage_number = job.stage.split("_")[0]
-    run = tracking.retry(client.create_run, experiment_id, run_name=job.run_name, tags={
-        "stage": stage_number, "stage_name": job.stage, "profile": profile,
-        "runner_job_key": job.key, "git_commit": tracking.git_commit(),
-        **{k: str(v) for k, v in job.parameters.items() if k in ("held_out_cell_type", "seed")},
-    })
-    job.run_id = run.info.run_id
-    job.output = out_dir / job.stage / f"{job.run_name}.ipynb"
-    job.output.parent.mkdir(parents=True, exist_ok=True)
-    parameters = {**job.parameters, "mlflow_tracking_uri": uri, "mlflow_experiment": experiment,
-                  "mlflow_run_id": job.run_id}
-    command = [sys.executable, "-m", "papermill", str(job.notebook), str(job.output),
-               "-y", yaml.safe_dump(parameters), "--cwd", str(NOTEBOOK_DIR), "-k", "python3",
-               "--no-progress-bar"]
-    started = time.perf_counter()
-    print(f"[runner] start  {job.run_name}", flush=True)
+class Stop(BaseException):
+    """The runner was asked to stop (SIGTERM or SIGHUP); handled like Ctrl-C."""
+
+
+class Context:
+    """What every job of one runner shares: the store, the output folder, the live processes."""
+
+    def __init__(self, uri: str, experiment: str, out_dir: Path, profile: str, force: bool):
+        self.uri, self.experiment, self.out_dir, self.profile = uri, experiment, out_dir, profile
+        self.force = force
+        self.experiment_id = tracking.setup(uri, experiment)
+        self.client = MlflowClient(uri)
+        self.claims = claims_dir(uri, out_dir)
+        self.stopping = threading.Event()
+        self.processes: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+
+    def stop_processes(self, grace: float = 10.0) -> None:
+        """Terminate every live papermill process group (then kill what is left)."""
+        self.stopping.set()
+        with self.lock:
+            live = list(self.processes)
+        for process in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.time() + grace
+        for process in live:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the runner dies
+
+
+def execute(job: Job, ctx: Context) -> Job:
+    """Claim, run and close one job; never raises for the job's own failures."""
+    handle = claim(ctx.claims, job.key)
+    if handle is None:
+        job.status = "ELSEWHERE"
+        print(f"[runner] skip   {job.run_name} (another runner is running it)", flush=True)
+        return job
     try:
-        done = subprocess.run(command, capture_output=True, text=True)
-        job.status = "FINISHED" if done.returncode == 0 else "FAILED"
-        if done.returncode:
-            lines = (done.stderr or done.stdout).strip().splitlines()
-            job.error = lines[-1][:300] if lines else f"papermill exited {done.returncode}"
-    except KeyboardInterrupt:
-        job.status = "KILLED"
-        raise
+        if not ctx.force and not job.last:
+            found = done_runs(ctx.client, ctx.experiment_id, job.key)
+            if found:  # finished by another runner since we looked
+                job.status, job.run_id = "SKIPPED", found[job.key]
+                return job
+        if ctx.stopping.is_set():
+            return job
+        run_and_close(job, ctx)
+    finally:
+        handle.close()
+    return job
+
+
+def run_and_close(job: Job, ctx: Context) -> None:
+    stage_number = job.stage.split("_")[0]
+    started = time.perf_counter()
+    try:
+        run = tracking.retry(ctx.client.create_run, ctx.experiment_id, run_name=job.run_name, tags={
+            "stage": stage_number, "stage_name": job.stage, "profile": ctx.profile,
+            "runner_job_key": job.key, "git_commit": tracking.git_commit(),
+            "owner": tracking.owner_tag(), "data_sha256": job.data_sha256,
+            **({"training_key": job.training_key} if isinstance(job.training_key, str) else {}),
+            **{k: str(v) for k, v in job.parameters.items() if k in ("held_out_cell_type", "seed")},
+        })
+    except Exception as error:
+        job.status, job.error = "FAILED", f"could not create its MLflow run: {error}"
+        print(f"[runner] failed   {job.run_name}: {job.error}", flush=True)
+        return
+    job.run_id = run.info.run_id
+    log = None
+    try:
+        job.output = ctx.out_dir / job.stage / f"{job.run_name}.ipynb"
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        log = job.output.with_suffix(".log")
+        parameters = {**job.parameters, "mlflow_tracking_uri": ctx.uri,
+                      "mlflow_experiment": ctx.experiment, "mlflow_run_id": job.run_id}
+        command = [sys.executable, "-m", "papermill", str(job.notebook), str(job.output),
+                   "-y", yaml.safe_dump(parameters), "--cwd", str(NOTEBOOK_DIR), "-k", "python3",
+                   "--no-progress-bar"]
+        print(f"[runner] start  {job.run_name}", flush=True)
+        with open(log, "w") as log_file:
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
+            with ctx.lock:
+                ctx.processes.add(process)
+            try:
+                code = process.wait()
+            finally:
+                with ctx.lock:
+                    ctx.processes.discard(process)
+        if ctx.stopping.is_set() and code != 0:
+            job.status, job.error = "KILLED", "the runner was stopped"
+        elif code == 0:
+            job.status = "FINISHED"
+        else:
+            job.status = "FAILED"
+            job.error = last_error(log) or f"papermill exited {code}"
+    except BaseException as error:  # our own failure (disk full, bad folder, ...)
+        job.status = "KILLED" if isinstance(error, (KeyboardInterrupt, Stop)) else "FAILED"
+        job.error = f"{type(error).__name__}: {error}"
     finally:
         job.seconds = time.perf_counter() - started
-        if job.output.exists():
-            tracking.retry(client.log_artifact, job.run_id, str(job.output), "notebook")
-        close_children(client, experiment_id, job.run_id, job.status)
-        tracking.retry(client.set_tag, job.run_id, "runner_seconds", f"{job.seconds:.1f}")
-        tracking.retry(client.set_terminated, job.run_id, job.status if job.status != "PENDING" else "KILLED")
-    job.metrics = tracking.retry(client.get_run, job.run_id).data.metrics
+        close(job, ctx, log)
+    job.metrics = tracking.retry(ctx.client.get_run, job.run_id).data.metrics if \
+        job.status == "FINISHED" else {}
     print(f"[runner] {job.status.lower():8s} {job.run_name} ({job.seconds:.0f} s)"
           + (f": {job.error}" if job.error else ""), flush=True)
-    return job
+
+
+def last_error(log: Path) -> str:
+    """The most telling line of papermill's log: the exception, if one is named."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line:
+            return line[:300]
+    return lines[-1][:300] if lines else ""
+
+
+def close(job: Job, ctx: Context, log: Path | None) -> None:
+    """Attach what was produced and write the final status; every step guarded."""
+    client, problems = ctx.client, []
+
+    def guarded(what, call, *args):
+        try:
+            tracking.retry(call, *args)
+            return True
+        except Exception as error:
+            problems.append(f"{what}: {type(error).__name__}: {error}"[:300])
+            return False
+
+    for path, folder in ((job.output, "notebook"), (log, "logs")):
+        if path is not None and path.exists():
+            guarded(f"attaching {path.name}", client.log_artifact, job.run_id, str(path), folder)
+        elif folder == "notebook" and job.status == "FINISHED":
+            problems.append("the executed notebook is missing")
+    guarded("closing nested runs", close_children, client, ctx.experiment_id, job.run_id,
+            job.status)
+    guarded("tagging seconds", client.set_tag, job.run_id, "runner_seconds", f"{job.seconds:.1f}")
+    if job.status == "FINISHED":
+        try:
+            completed = client.get_run(job.run_id).data.tags.get("completed") == "true"
+        except Exception as error:
+            completed = False
+            problems.append(f"reading the run back: {error}")
+        if not completed:
+            problems.append("the notebook did not reach its end (no 'completed' tag)")
+    if job.status == "PENDING":
+        job.status = "KILLED"
+    if problems and job.status == "FINISHED":
+        job.status = "FAILED"
+    if problems:
+        job.error = "; ".join(filter(None, [job.error, *problems]))[:1000]
+    if job.error:
+        guarded("tagging the error", client.set_tag, job.run_id, "error", job.error[:5000])
+    guarded("setting the status", client.set_terminated, job.run_id, job.status)
+    # the last write: only a run with runner_status=FINISHED counts as done
+    guarded("marking it closed", client.set_tag, job.run_id, "runner_status", job.status)
 
 
 def close_children(client: MlflowClient, experiment_id: str, parent_id: str, status: str) -> None:
@@ -161,27 +501,72 @@ def summary(jobs: list[Job]) -> pd.DataFrame:
 def run_jobs(jobs: list[Job], *, uri: str | None = None, experiment: str = "kang",
              jobs_in_parallel: int = 1, force: bool = False, out_dir: Path = RUN_DIR,
              profile: str = "custom") -> list[Job]:
-    """Execute ``jobs`` (``jobs_in_parallel`` at a time; ``last`` ones after the rest)."""
+    """Execute ``jobs`` (``jobs_in_parallel`` at a time; ``last`` ones after the rest).
+
+    Closes the store's orphaned runs first.  On Ctrl-C, SIGTERM or SIGHUP the
+    papermill processes are stopped, their runs closed KILLED, and the
+    interruption re-raised.
+    """
     uri = tracking.tracking_uri(uri)
-    experiment_id = tracking.setup(uri, experiment)  # create store and experiment once, here
-    client = MlflowClient(uri)
-    done = {} if force else finished_runs(client, experiment_id)
+    with_checksums(jobs)
+    ctx = Context(uri, experiment, Path(out_dir), profile, force)
+    closed = tracking.close_orphans(uri)
+    if closed:
+        print(f"[runner] closed {len(closed)} run(s) left open by processes that no longer "
+              f"exist: {', '.join(closed)}", flush=True)
+    done = {} if force else done_runs(ctx.client, ctx.experiment_id)
     pending = []
     for job in jobs:
         if job.key in done and not job.last:
             job.status, job.run_id = "SKIPPED", done[job.key]
-            job.metrics = tracking.retry(client.get_run, job.run_id).data.metrics
+            job.metrics = tracking.retry(ctx.client.get_run, job.run_id).data.metrics
             print(f"[runner] skip   {job.run_name} (finished as run {job.run_id}; --force reruns)")
         else:
             pending.append(job)
 
-    def go(job):
-        return execute(job, client, experiment_id, uri, experiment, out_dir, profile)
-
-    for batch in ([j for j in pending if not j.last], [j for j in pending if j.last]):
-        with ThreadPoolExecutor(max_workers=max(1, jobs_in_parallel)) as pool:
-            list(pool.map(go, batch))
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        def stop(signum, frame):
+            raise Stop(signal.Signals(signum).name)
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for batch in ([j for j in pending if not j.last], [j for j in pending if j.last]):
+            pool = ThreadPoolExecutor(max_workers=max(1, jobs_in_parallel))
+            futures = [pool.submit(execute, job, ctx) for job in batch]
+            try:
+                while not all(f.done() for f in futures):
+                    time.sleep(0.2)
+            except BaseException:
+                # stop: no new job starts, live notebooks are stopped, their runs closed
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    if threading.current_thread() is threading.main_thread():
+                        signal.signal(s, signal.SIG_IGN)
+                ctx.stopping.set()
+                for future in futures:
+                    future.cancel()
+                ctx.stop_processes()
+                pool.shutdown(wait=True)
+                raise
+            pool.shutdown(wait=True)
+            for future in futures:
+                future.result()  # a bug in the runner itself should not pass silently
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return jobs
+
+
+def parse_parameters(pairs) -> dict:
+    """``-p NAME VALUE`` pairs, VALUE read as YAML; a name twice is an error."""
+    values = {}
+    for name, value in pairs:
+        if name in values:
+            raise UsageError(f"-p {name} given twice")
+        try:
+            values[name] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise UsageError(f"-p {name}: {value!r} is not a YAML value: {error}") from None
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,32 +578,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="*", help="only these stages (default: the profile's)")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks run in parallel")
     parser.add_argument("--force", action="store_true", help="rerun jobs already finished")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each job's effective config as a JSON line; run nothing")
     parser.add_argument("--tracking-uri", default=None, help="default: sqlite in mlruns/")
     parser.add_argument("--experiment", default=None, help="default: the dataset's name")
     parser.add_argument("--out", type=Path, default=None, help="executed notebooks (runs/<profile>)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                        metavar=("NAME", "YAML_VALUE"), help="extra notebook parameter")
+                        metavar=("NAME", "YAML_VALUE"),
+                        help="a notebook parameter or config field (repeatable)")
     args = parser.parse_args(argv)
 
-    extra = {name: yaml.safe_load(value) for name, value in args.parameter}
-    jobs = plan(args.profile, args.stages, profiles_path=args.profiles, extra_parameters=extra)
-    dataset = str(jobs[0].parameters.get("dataset", "kang")) if jobs else "kang"
-    experiment = args.experiment or Path(dataset).stem
-    if dataset:
-        resolve_path(dataset)  # a missing dataset fails here, before any notebook starts
+    try:
+        if args.jobs < 1:
+            raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+        jobs = with_checksums(plan(args.profile, args.stages, profiles_path=args.profiles,
+                                   extra_parameters=parse_parameters(args.parameter)))
+        if args.dry_run:
+            dry_run(jobs)
+            return 0
+        datasets = {j.config.dataset for j in jobs if j.config}
+        experiment = args.experiment or tracking.experiment_for(sorted(datasets)[0] if datasets
+                                                                else "kang")
+        if len(datasets) > 1 and not args.experiment:
+            raise UsageError(f"jobs on several datasets {sorted(datasets)}: run them separately")
+        out_dir = (args.out or RUN_DIR / args.profile).resolve()
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--out {str(out_dir)!r} is a file, not a folder")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"--out {str(out_dir)!r} cannot be created: {error}") from None
+        uri = tracking.tracking_uri(args.tracking_uri)
+        tracking.check_reachable(uri)
+    except (UsageError, ConnectionError) as error:
+        print(f"runner: {error}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
-        run_jobs(jobs, uri=args.tracking_uri, experiment=experiment, jobs_in_parallel=args.jobs,
-                 force=args.force, out_dir=args.out or RUN_DIR / args.profile, profile=args.profile)
-    except KeyboardInterrupt:
-        print("[runner] interrupted; unfinished runs are marked KILLED", file=sys.stderr)
+        run_jobs(jobs, uri=uri, experiment=experiment, jobs_in_parallel=args.jobs,
+                 force=args.force, out_dir=out_dir, profile=args.profile)
+    except (KeyboardInterrupt, Stop) as error:
+        print(f"[runner] stopped ({error or 'SIGINT'}); runs that had started are closed KILLED, "
+              "the rest did not start; run the same command to resume", file=sys.stderr)
         return 130
     table = summary(jobs)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("\n" + table.to_string(index=False))
     failed = table["status"].isin(["FAILED", "KILLED"]).sum()
     print(f"\n{len(jobs)} jobs, {failed} failed, {time.perf_counter() - started:.0f} s; "
-          f"tracking store: {tracking.tracking_uri(args.tracking_uri)}")
+          f"tracking store: {uri}")
     return 1 if failed else 0
 
 

@@ -1,51 +1,164 @@
 """The ablation's stage and profile files (``ablation/``), read into configs.
 
-A stage file names only what the stage changes over the preset; the layers
-are applied in this order, each overriding the one before:
+A stage file names only what the stage changes over the preset.  The config
+a notebook trains with is built in layers, each overriding the one before::
 
-    preset (``paper`` or ``recommended``) -> stage file's ``config`` -> notebook parameters -> ``overrides``
+    preset (``paper`` or ``recommended``)
+      -> the stage file's ``config``
+      -> the profile's config fields (``parameters``, then ``stage_parameters``)
+      -> what the user passes (``runner -p`` or ``papermill -p``; None = unset)
+      -> ``overrides``
+
+:func:`stage_config` is that order, in one place: the notebooks (through
+:func:`open_stage`) and the runner's ``--dry-run`` both call it.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import papermill
 import yaml
 
 from .config import ScGenConfig, preset
-from .data import PROJECT_ROOT
+from .paths import ABLATION_DIR
 
-ABLATION_DIR = PROJECT_ROOT / "ablation"
+STAGES_DIR = ABLATION_DIR / "stages"
+PROFILES_FILE = ABLATION_DIR / "profiles.yaml"
 GRIDS = ("once", "seed", "held_out x seed")
+STAGE_KEYS = {"notebook": str, "grid": str, "config": dict, "parameters": dict, "last": bool,
+              "trains": bool}
+PROFILE_KEYS = {"stages": list, "held_out": list, "seeds": list, "parameters": dict,
+                "stage_parameters": dict}
+CONFIG_FIELDS = set(ScGenConfig.__dataclass_fields__)
+# notebook parameters that are config fields: None in the parameters cell = unset
+CONFIG_PARAMETERS = ("dataset", "held_out_cell_type", "seed", "epochs")
 
 
-def stage_files(folder: Path = ABLATION_DIR / "stages") -> dict[str, Path]:
-    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+class StageError(ValueError):
+    """A stage or profile file that does not follow its schema; names the file and key."""
 
 
-def load_stage(name: str, folder: Path = ABLATION_DIR / "stages") -> dict:
+def _check_keys(values, schema: dict, where: str) -> dict:
+    if not isinstance(values, dict):
+        raise StageError(f"{where}: expected a mapping of keys, got {type(values).__name__}")
+    for key, value in values.items():
+        if key not in schema:
+            raise StageError(f"{where}: unknown key {key!r}; allowed keys: {sorted(schema)}")
+        if not isinstance(value, schema[key]):
+            raise StageError(f"{where}: {key!r} must be a {schema[key].__name__}, got {value!r}")
+    return values
+
+
+def stage_files(folder: Path | None = None) -> dict[str, Path]:
+    return {path.stem: path for path in sorted(Path(folder or STAGES_DIR).glob("*.yaml"))}
+
+
+def load_stage(name: str, folder: Path | None = None) -> dict:
     """A stage's settings: notebook, grid, config changes, extra notebook parameters."""
     files = stage_files(folder)
     if name not in files:
-        raise KeyError(f"unknown stage {name!r}; stages: {sorted(files)}")
-    stage = yaml.safe_load(files[name].read_text()) or {}
-    stage.setdefault("config", {})
-    stage.setdefault("parameters", {})
-    stage.setdefault("grid", "held_out x seed")
+        raise StageError(f"unknown stage {name!r}; stages: {sorted(files)}")
+    where = str(files[name])
+    stage = _check_keys(yaml.safe_load(files[name].read_text()) or {}, STAGE_KEYS, where)
+    stage = {"config": {}, "parameters": {}, "grid": "held_out x seed", "last": False,
+             "trains": True, **stage}
     if stage["grid"] not in GRIDS:
-        raise ValueError(f"stage {name}: grid {stage['grid']!r} is not one of {GRIDS}")
+        raise StageError(f"{where}: grid {stage['grid']!r} is not one of {GRIDS}")
     if "notebook" not in stage:
-        raise ValueError(f"stage {name}: no 'notebook' key in {files[name]}")
-    ScGenConfig().replace(**stage["config"])  # unknown keys fail here, naming the key
+        raise StageError(f"{where}: no 'notebook' key")
+    try:
+        ScGenConfig().replace(**stage["config"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise StageError(f"{where}: config: {error}") from None
     stage["name"] = name
     return stage
 
 
-def load_profiles(path: Path = ABLATION_DIR / "profiles.yaml") -> dict[str, dict]:
-    return yaml.safe_load(Path(path).read_text())
+def load_profiles(path: Path | None = None) -> dict[str, dict]:
+    """Every profile of a profiles file, checked against its schema and completed with defaults."""
+    path = Path(path or PROFILES_FILE)
+    if not path.is_file():
+        raise StageError(f"profiles file {str(path)!r} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise StageError(f"{path}: expected profiles by name, got {type(raw).__name__}")
+    known = stage_files()
+    profiles = {}
+    for name, profile in raw.items():
+        where = f"{path}, profile {name!r}"
+        profile = _check_keys(profile, PROFILE_KEYS, where)
+        profile = {"stages": list(known), "held_out": ["CD4T"], "seeds": [0], "parameters": {},
+                   "stage_parameters": {}, **profile}
+        for stage in list(profile["stages"]) + list(profile["stage_parameters"]):
+            if stage not in known:
+                raise StageError(f"{where}: unknown stage {stage!r}; stages: {sorted(known)}")
+        for stage, values in profile["stage_parameters"].items():
+            if not isinstance(values, dict):
+                raise StageError(f"{where}: stage_parameters.{stage} must be a mapping")
+        if not all(isinstance(h, str) for h in profile["held_out"]):
+            raise StageError(f"{where}: 'held_out' must be a list of cell type names")
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in profile["seeds"]):
+            raise StageError(f"{where}: 'seeds' must be a list of whole numbers")
+        profiles[name] = profile
+    return profiles
 
 
-def stage_config(stage: str, preset_name: str = "paper", overrides: dict | None = None,
-                 **parameters) -> ScGenConfig:
-    """The config a stage notebook runs with (see the module docstring for the layering)."""
-    changes = load_stage(stage)["config"]
-    return preset(preset_name).replace(**changes).replace(**parameters).replace(**(overrides or {}))
+@functools.lru_cache(maxsize=None)
+def notebook_parameters(notebook: Path) -> tuple[str, ...]:
+    """The names in a notebook's ``parameters`` cell."""
+    return tuple(papermill.inspect_notebook(str(notebook)))
+
+
+def config_layers(parameters: dict) -> dict:
+    """From a notebook's parameter values, the keyword arguments of :func:`stage_config`."""
+    return {"preset_name": parameters.get("preset_name") or "paper",
+            "profile_config": parameters.get("profile_config") or {},
+            "parameters": {k: parameters.get(k) for k in CONFIG_PARAMETERS},
+            "overrides": parameters.get("overrides") or {}}
+
+
+def stage_config(stage: str, preset_name: str = "paper", profile_config: dict | None = None,
+                 parameters: dict | None = None, overrides: dict | None = None) -> ScGenConfig:
+    """The config a stage notebook runs with: the layers of the module docstring, in order.
+
+    ``parameters`` are the notebook's own config parameters; a None there
+    leaves the field to the layers below.
+    """
+    config = preset(preset_name)
+    layers = (("stage file", load_stage(stage)["config"]),
+              ("profile", profile_config or {}),
+              ("parameters", {k: v for k, v in (parameters or {}).items() if v is not None}),
+              ("overrides", overrides or {}))
+    for name, changes in layers:
+        if not isinstance(changes, dict):
+            raise TypeError(f"{name} of stage {stage}: expected a mapping, got {changes!r}")
+        try:
+            config = config.replace(**changes)
+        except (KeyError, ValueError, TypeError) as error:
+            raise type(error)(f"{name} of stage {stage}: {error.args[0]}") from None
+    return config
+
+
+def open_stage(stage: str, *, preset_name: str = "paper", profile_config: dict | None = None,
+               overrides: dict | None = None, tracking_uri: str | None = None,
+               experiment: str | None = None, run_id: str | None = None, **parameters):
+    """What every stage notebook does first: config, data, and its MLflow run.
+
+    Builds the config with :func:`stage_config`, loads the data, opens the
+    run (the runner's ``run_id``, else a new run in the dataset's experiment)
+    and logs the config.  Returns ``(config, adata)``.
+    """
+    from . import tracking
+    from .data import load_for
+
+    config = stage_config(stage, preset_name, profile_config, parameters, overrides)
+    adata = load_for(config)
+    grid = load_stage(stage)["grid"]
+    name = {"once": stage, "seed": f"{stage}-{config.seed}"}.get(
+        grid, f"{stage}-{config.held_out_cell_type}-{config.seed}")
+    tracking.start(run_id, uri=tracking_uri,
+                   experiment=experiment or tracking.experiment_for(config.dataset),
+                   run_name=name, tags={"stage": stage[:2], "stage_name": stage})
+    tracking.log_config(config, adata.uns["source_file"])
+    return config, adata

@@ -7,6 +7,13 @@ MLflow 3 refuses a bare ``./mlruns`` file store, so the store is
 SQLite allows one writer at a time; with several processes logging at once a
 write can meet "database is locked".  Every write here goes through
 :func:`retry`, which waits and tries again.
+
+A run's status must be the truth.  Every run is tagged with its ``owner``
+(host, process id and start time of the process that opened it), so a run
+left RUNNING by a process that no longer exists can be found and closed
+(:func:`close_orphans`, called by the runner on start).  A notebook that
+raises ends its run FAILED at once (:func:`start` installs the hook), instead
+of MLflow's exit handler ending it FINISHED when the kernel shuts down.
 """
 from __future__ import annotations
 
@@ -14,18 +21,23 @@ import contextlib
 import functools
 import os
 import random
+import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from .data import PROJECT_ROOT, sha256sum
+from . import plots
+from .data import DATASETS, sha256sum
+from .paths import MLRUNS_DIR, PROJECT_ROOT
 
-DEFAULT_STORE = PROJECT_ROOT / "mlruns"
+DEFAULT_STORE = MLRUNS_DIR
 T = TypeVar("T")
 
 
@@ -61,9 +73,33 @@ def retry(call: Callable[..., T], *args, attempts: int = 20, **kwargs) -> T:
     raise AssertionError("unreachable")
 
 
+def experiment_for(dataset: str | Path) -> str:
+    """The experiment a dataset's runs go to: its name, or its file's stem."""
+    return str(dataset) if str(dataset) in DATASETS else Path(str(dataset)).stem
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """An HTTP tracking server must answer within seconds; MLflow itself retries for minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    # and when it goes away mid-run, give up after a few tries instead of minutes of them
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as reply:
+            if reply.status == 200:
+                return
+            problem = f"HTTP {reply.status}"
+    except Exception as error:  # refused, timed out, DNS, TLS: all the same to the user
+        problem = f"{type(error).__name__}: {error}"
+    raise ConnectionError(f"MLflow tracking server {uri} is not reachable ({problem}); "
+                          "start it, or leave the tracking URI unset for the local mlruns/ store")
+
+
 def setup(uri: str | None = None, experiment: str = "kang") -> str:
     """Point MLflow at the store and make sure ``experiment`` exists; return its id."""
     uri = tracking_uri(uri)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     found = retry(client.get_experiment_by_name, experiment)
@@ -89,9 +125,123 @@ def git_commit() -> str:
         return "unknown"
 
 
+def data_checksum(path: str | Path) -> str:
+    """sha256 of a data file (cached while its size and modification time stay the same)."""
+    if not path or not Path(path).is_file():
+        return "unknown"
+    stat = Path(path).stat()
+    return _checksum(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
 @functools.lru_cache(maxsize=None)
-def data_checksum(path: str) -> str:
-    return sha256sum(path) if path and Path(path).exists() else "unknown"
+def _checksum(path: str, size: int, mtime_ns: int) -> str:
+    return sha256sum(path)
+
+
+# --- owners: which process a run belongs to, and whether it is still alive -----------
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """``host:pid:start`` of a process (this one by default)."""
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the owning process still runs; None when that cannot be told from here."""
+    try:
+        host, pid, started = owner.rsplit(":", 2)
+        pid = int(pid)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return started == "?" or _start_time(pid) == started
+
+
+def close_orphans(uri: str | None = None) -> list[str]:
+    """Close the runs whose owning process is gone: RUNNING ones, and runner jobs it never closed.
+
+    A run left RUNNING by a killed process is marked KILLED; so is a runner's
+    job run that reads FINISHED (the notebook ended it) but was never closed by
+    its runner (tag ``runner_status``): its notebook or results may be missing.
+    Returns the ids of the runs closed.
+    """
+    client = MlflowClient(tracking_uri(uri))
+    experiments = [e.experiment_id for e in retry(client.search_experiments)]
+    if not experiments:
+        return []
+    candidates = retry(client.search_runs, experiments, "attributes.status = 'RUNNING'",
+                       max_results=50000)
+    candidates += retry(client.search_runs, experiments,
+                        "attributes.status != 'RUNNING' and tags.runner_job_key != ''",
+                        max_results=50000)
+    closed = []
+    for run in candidates:
+        tags = run.data.tags
+        if run.info.status != "RUNNING" and tags.get("runner_status"):
+            continue  # closed by its runner
+        if owner_alive(tags.get("owner", "")) is not False:
+            continue  # alive, or on another host, or no owner recorded
+        retry(client.set_tag, run.info.run_id, "closed_by", f"orphan check ({owner_tag()})")
+        if tags.get("runner_job_key"):
+            retry(client.set_tag, run.info.run_id, "runner_status", "KILLED")
+        retry(client.set_terminated, run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
+# --- a failing notebook ends its run FAILED ---------------------------------------
+
+def _end_after_error(error: BaseException) -> None:
+    run = mlflow.active_run()
+    if run is None:
+        return
+    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    try:
+        retry(mlflow.set_tag, "error", f"{type(error).__name__}: {error}"[:500])
+    finally:
+        finish(status)
+    print(f"[tracking] MLflow run {run.info.run_id} ended {status}; run the notebook again "
+          "from the top to log a new run", file=sys.stderr)
+
+
+def _after_cell(result) -> None:
+    if result.error_in_exec is not None:
+        _end_after_error(result.error_in_exec)
+
+
+def _fail_runs_on_error() -> None:
+    """In IPython: after a cell that raises. Elsewhere: on an uncaught exception."""
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if shell is not None:
+        if _after_cell not in shell.events.callbacks["post_run_cell"]:
+            shell.events.register("post_run_cell", _after_cell)
+        return
+    if getattr(sys.excepthook, "__name__", "") != "_excepthook":
+        previous = sys.excepthook
+
+        def _excepthook(kind, error, trace):
+            _end_after_error(error)
+            previous(kind, error, trace)
+        sys.excepthook = _excepthook
 
 
 def start(run_id: str | None = None, *, uri: str | None = None, experiment: str = "kang",
@@ -105,11 +255,13 @@ def start(run_id: str | None = None, *, uri: str | None = None, experiment: str 
     retry(mlflow.set_experiment, experiment_id=experiment_id)
     if run_id:
         run = retry(mlflow.start_run, run_id=run_id)
+        tags = {"git_commit": git_commit(), **(tags or {})}  # the runner's run keeps its owner
     else:
         run = retry(mlflow.start_run, experiment_id=experiment_id, run_name=run_name,
                     nested=nested)
-    tags = {"git_commit": git_commit(), **(tags or {})}
+        tags = {"git_commit": git_commit(), "owner": owner_tag(), **(tags or {})}
     retry(mlflow.set_tags, {k: str(v) for k, v in tags.items()})
+    _fail_runs_on_error()
     return run
 
 
@@ -121,7 +273,7 @@ def child(run_name: str, tags: dict | None = None):
         raise RuntimeError("tracking.child needs an active run (call tracking.start first)")
     run = retry(mlflow.start_run, run_name=run_name, nested=True,
                 experiment_id=parent.info.experiment_id)
-    retry(mlflow.set_tags, {k: str(v) for k, v in (tags or {}).items()})
+    retry(mlflow.set_tags, {"owner": owner_tag(), **{k: str(v) for k, v in (tags or {}).items()}})
     try:
         yield run
     except BaseException:
@@ -131,8 +283,14 @@ def child(run_name: str, tags: dict | None = None):
 
 
 def finish(status: str = "FINISHED") -> None:
-    """End the active run (and any nested runs still open)."""
-    while mlflow.active_run() is not None:
+    """End the active run (and any nested runs still open).
+
+    A run ended FINISHED here is tagged ``completed``: its notebook reached
+    its last line (the runner checks this before it calls a job done).
+    """
+    while (run := mlflow.active_run()) is not None:
+        if status == "FINISHED":
+            retry(mlflow.set_tag, "completed", "true")
         retry(mlflow.end_run, status=status)
 
 
@@ -188,6 +346,24 @@ def log_result(result, figures: dict | None = None, log_model: bool = True) -> N
         with tempfile.TemporaryDirectory() as folder:
             path = result.model.save(Path(folder) / "model.pt")
             retry(mlflow.log_artifact, str(path), "model")
+
+
+def variant_run(stage: str, variant: str, config, data_path: str,
+                compute: Callable, *, make_plots: bool = True, log_model: bool = True):
+    """One logged nested run: a stage's variant, computed and scored.
+
+    Opens a child run named ``<stage>-<variant>-<held-out type>-<seed>``, logs
+    ``config``, calls ``compute(config)`` (which returns an experiment
+    ``Result``), and logs its metrics, figures and (with ``log_model``) model.
+    The child ends FAILED if ``compute`` raises.
+    """
+    name = f"{stage}-{variant}-{config.held_out_cell_type}-{config.seed}"
+    with child(name, tags={"stage": stage[:2], "stage_name": stage, "variant": variant}):
+        log_config(config, data_path)
+        result = compute(config)
+        log_result(result, plots.standard_figures(result, with_umap=False) if make_plots else None,
+                   log_model=log_model)
+    return result
 
 
 def runs_table(experiment: str = "kang", uri: str | None = None, filter_string: str = ""):

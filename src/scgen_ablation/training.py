@@ -5,12 +5,9 @@ is an index slice, so there is no per-cell Python work in the loop.
 """
 from __future__ import annotations
 
-import copy
 import os
 import random
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,94 +17,28 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ScGenConfig
-from .data import balance, dense, looks_like_counts
-from .model import ScGenModule, pick_device
+from .data import balance, check_expression, check_labels, check_names, dense
+from .model import ScGenModule, TrainedModel, pick_device
 
 EpochCallback = Callable[[int, dict], None]
-
-
-@dataclass
-class TrainedModel:
-    """A module together with what is needed to use and reload it."""
-
-    module: ScGenModule
-    config: ScGenConfig
-    genes: list[str]
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int | None = None
-    # weights of the best validation epoch, kept in memory (not saved) so that
-    # best-vs-last can be compared on one training run
-    best_state: dict | None = field(default=None, repr=False)
-
-    def with_weights(self, state: dict) -> "TrainedModel":
-        """A copy of this model carrying other weights (e.g. ``best_state``)."""
-        module = copy.deepcopy(self.module)
-        module.load_state_dict(state)
-        return TrainedModel(module.eval(), self.config, self.genes, self.history, self.best_epoch)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
-    def check_genes(self, adata: ad.AnnData) -> None:
-        """Raise if ``adata`` does not have exactly the genes the model was trained on."""
-        genes = list(map(str, adata.var_names))
-        if genes != self.genes:
-            missing = [g for g in self.genes if g not in set(genes)][:5]
-            extra = [g for g in genes if g not in set(self.genes)][:5]
-            raise ValueError(
-                f"genes differ from the trained model's ({len(genes)} given, "
-                f"{len(self.genes)} trained; missing e.g. {missing}, unexpected e.g. "
-                f"{extra}; same set in another order counts as different): "
-                "subset and order with adata[:, model.genes]"
-            )
-
-    def save(self, path: str | Path, epoch: int | None = None) -> Path:
-        """Write weights + config + genes + history atomically (temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "state_dict": self.module.state_dict(),
-            "config": self.config.to_dict(),
-            "genes": self.genes,
-            "history": self.history,
-            "epoch": len(self.history) if epoch is None else epoch,
-            "best_epoch": self.best_epoch,
-        }
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(handle)
-        try:
-            torch.save(payload, temporary)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "TrainedModel":
-        """Load a checkpoint safely (``weights_only=True``: tensors and plain data only)."""
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        missing = {"state_dict", "config", "genes"} - set(payload)
-        if missing:
-            raise ValueError(f"{path} is not a scgen_ablation checkpoint (missing {sorted(missing)})")
-        config = ScGenConfig.from_dict(payload["config"])
-        module = ScGenModule(len(payload["genes"]), config)
-        try:
-            module.load_state_dict(payload["state_dict"])
-        except RuntimeError as error:
-            raise ValueError(
-                f"checkpoint {path} does not match the architecture its config describes: {error}"
-            ) from None
-        module.to(pick_device(device)).eval()
-        return cls(module, config, list(payload["genes"]), list(payload.get("history", [])),
-                   payload.get("best_epoch"))
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def check_writable(path: Path) -> None:
+    """Fail before training, not after it, when a checkpoint could not be written there."""
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint_path {str(path)!r} is a folder; give a file name "
+                                f"such as {str(path / 'model.pt')!r}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise PermissionError(f"checkpoint_path {str(path)!r}: {str(folder)!r} is not a writable folder")
 
 
 def make_optimizer(module: torch.nn.Module, config: ScGenConfig) -> torch.optim.Optimizer:
@@ -150,16 +81,14 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
     """
     if adata.n_obs < 2:
         raise ValueError(f"need at least 2 training cells, got {adata.n_obs}")
-    if looks_like_counts(adata.X):
-        raise ValueError(
-            "training data holds raw counts (integer values); scGen expects "
-            "log-normalised data: preprocess it first (data.preprocess / config.preprocess=True)"
-        )
+    check_expression(adata.X, "training data X")
+    check_names(adata)
+    cell_types = check_labels(adata, config.cell_type_key).to_numpy()
+    if checkpoint_path is not None:
+        check_writable(Path(checkpoint_path))
     seed_everything(config.seed)
     device = pick_device(config.device)
     X = torch.from_numpy(dense(adata.X)).to(device)
-    if not torch.isfinite(X).all():
-        raise ValueError("training data holds NaN or Inf values")
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(adata.n_obs)
     n_val = int(round(config.validation_fraction * adata.n_obs))
@@ -167,7 +96,7 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
         n_val = 0
     val_index, train_index = order[:n_val], order[n_val:]
     X_val = X[torch.from_numpy(val_index).to(device)]
-    cell_types = adata.obs[config.cell_type_key].astype(str).to_numpy()[train_index]
+    cell_types = cell_types[train_index]
 
     module = ScGenModule(adata.n_vars, config).to(device)
     optimizer = make_optimizer(module, config)
@@ -223,7 +152,7 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
             since_best += 1
         if checkpoint_path and config.checkpoint_every and epoch % config.checkpoint_every == 0:
             model.save(checkpoint_path, epoch)
-        if since_best >= config.early_stopping_patience:
+        if config.early_stopping_patience and since_best >= config.early_stopping_patience:
             break
     bar.close()
 

@@ -1,0 +1,154 @@
+"""One path from a stage file to a trained model: the config layers, the dry run, the checks.
+
+preset -> stage file -> profile -> what the user passes -> overrides.
+"""
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scgen_ablation import runner, stages
+from scgen_ablation.paths import NOTEBOOK_DIR
+
+pytestmark = pytest.mark.kang  # the runner checksums the Kang file
+
+
+@pytest.fixture
+def stage_dir(tmp_path, monkeypatch):
+    """A copy of the stage files whose 02_vae sets a learning rate."""
+    folder = tmp_path / "stages"
+    folder.mkdir()
+    for path in stages.stage_files().values():
+        (folder / path.name).write_text(path.read_text())
+    vae = yaml.safe_load((folder / "02_vae.yaml").read_text())
+    vae["config"]["learning_rate"] = 1.0e-4
+    (folder / "02_vae.yaml").write_text(yaml.safe_dump(vae))
+    monkeypatch.setattr(stages, "STAGES_DIR", folder)
+    return folder
+
+
+def profiles(tmp_path, **profile) -> Path:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump({"p": {"stages": ["02_vae"], **profile}}))
+    return path
+
+
+def only_config(jobs):
+    assert len(jobs) == 1
+    return jobs[0].config
+
+
+def test_a_stage_file_value_reaches_the_config_unless_a_later_layer_sets_it(stage_dir, tmp_path):
+    plain = profiles(tmp_path, parameters={"epochs": 3})
+    assert only_config(runner.plan("p", profiles_path=plain)).learning_rate == 1e-4
+    assert only_config(runner.plan("p", profiles_path=plain)).kl_weight == 1.0  # the stage's own
+    by_profile = profiles(tmp_path, parameters={"learning_rate": 3e-4})
+    assert only_config(runner.plan("p", profiles_path=by_profile)).learning_rate == 3e-4
+    by_stage_parameters = profiles(tmp_path, parameters={"learning_rate": 3e-4},
+                                   stage_parameters={"02_vae": {"learning_rate": 2e-4}})
+    assert only_config(runner.plan("p", profiles_path=by_stage_parameters)).learning_rate == 2e-4
+    by_user = runner.plan("p", profiles_path=by_profile, extra_parameters={"learning_rate": 5e-4})
+    assert only_config(by_user).learning_rate == 5e-4
+    by_overrides = runner.plan("p", profiles_path=by_profile, extra_parameters={
+        "epochs": 7, "overrides": {"epochs": 9}})
+    assert only_config(by_overrides).epochs == 9
+
+
+def test_the_dry_run_prints_every_jobs_effective_config(stage_dir, tmp_path):
+    jobs = runner.with_checksums(runner.plan("quick"))
+    out = io.StringIO()
+    runner.dry_run(jobs, out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[-1]["jobs"] == len(jobs) == len(lines) - 1
+    by_stage = {line["stage"]: line for line in lines[:-1]}
+    assert by_stage["02_vae"]["config"]["learning_rate"] == 1e-4
+    assert by_stage["02_vae"]["config"]["epochs"] == 15  # the quick profile's
+    assert by_stage["03_kl_weighting"]["config"]["epochs"] == 10  # its stage_parameters
+    assert by_stage["00_data"]["training_key"] is None  # trains nothing
+    assert set(by_stage["05_scgen"]["training_key"]) == {
+        "B", "CD14+Mono", "CD4T", "CD8T", "Dendritic", "FCGR3A+Mono", "NK"}
+    for line in lines[:-1]:
+        assert {"stage", "run_name", "config", "training_key"} <= set(line)
+
+
+def test_the_training_key_ignores_what_does_not_change_training():
+    from scgen_ablation import preset
+    paper = preset("paper")
+    same = paper.replace(prediction_mode="residual", balance_delta=False, n_bootstrap=3, device="cpu")
+    assert same.training_key("abc") == paper.training_key("abc")
+    for changed in (paper.replace(dropout=0.5), paper.replace(seed=1),
+                    paper.replace(held_out_cell_type="NK")):
+        assert changed.training_key("abc") != paper.training_key("abc")
+    assert paper.training_key("abc") != paper.training_key("abd")  # other data
+
+
+def test_every_notebook_builds_its_config_through_open_stage():
+    for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
+        source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+        assert "stages.open_stage(" in source, path.name
+        assert "stage_config(" not in source and "sa.preset(" not in source, path.name
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"dropoutt": 0.5}, r"-p \['dropoutt'\]: not a parameter or config field"),
+    ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+    ({"hidden_sizes": "256"}, "'hidden_sizes' must be a list"),
+])
+def test_parameters_are_never_dropped(extra, message):
+    with pytest.raises(runner.UsageError, match=message):
+        runner.plan("quick", stages=["02_vae"], extra_parameters=extra)
+
+
+def test_a_config_field_passed_with_p_reaches_the_config():
+    config = only_config(runner.plan("quick", stages=["02_vae"], extra_parameters={"dropout": 0.5}))
+    assert config.dropout == 0.5
+
+
+def test_an_explicit_held_out_type_or_seed_replaces_that_axis_of_the_grid():
+    jobs = runner.plan("full", stages=["02_vae", "05_scgen"],
+                       extra_parameters={"held_out_cell_type": "NK", "seed": 4})
+    assert [j.run_name for j in jobs] == ["02_vae-NK-4", "05_scgen-4"]
+    assert jobs[0].config.held_out_cell_type == "NK"
+    assert jobs[1].parameters["held_out_cell_types"] == ["NK"]
+
+
+def test_a_relative_dataset_path_is_read_from_the_callers_folder(tmp_path):
+    from scgen_ablation.paths import SHARED_DATA
+    (tmp_path / "my.h5ad").symlink_to(SHARED_DATA / "kang_pbmc_scgen.h5ad")
+    caller = tmp_path / "analysis"
+    caller.mkdir()
+    jobs = runner.plan("quick", stages=["02_vae"], caller_dir=caller,
+                       extra_parameters={"dataset": "../my.h5ad"})
+    assert jobs[0].config.dataset == str(tmp_path.resolve() / "my.h5ad")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("notebook: 02_vae.ipynb\nconfg:\n  kl_weight: 1.0\n", "unknown key 'confg'"),
+    ("notebook: 02_vae.ipynb\nconfig:\n  kl_weigth: 1.0\n", "unknown config key.*kl_weigth"),
+    ("notebook: 02_vae.ipynb\nconfig: [1, 2]\n", "'config' must be a dict"),
+    ("notebook: 02_vae.ipynb\ngrid: cells\n", "grid 'cells' is not one of"),
+])
+def test_stage_files_are_checked_against_their_schema(tmp_path, text, message):
+    (tmp_path / "02_vae.yaml").write_text(text)
+    with pytest.raises(stages.StageError, match=f"02_vae.yaml.*{message}"):
+        stages.load_stage("02_vae", tmp_path)
+
+
+@pytest.mark.parametrize("profile, message", [
+    ({"stage_parameter": {}}, "unknown key 'stage_parameter'"),
+    ({"parameter": {"epochs": 1}}, "unknown key 'parameter'"),
+    ({"held_out": "CD4T"}, "'held_out' must be a list"),
+    ({"seeds": ["zero"]}, "'seeds' must be a list of whole numbers"),
+    ({"stages": ["02_vea"]}, "unknown stage '02_vea'"),
+    ({"stage_parameters": {"02_vae": {"kl_weigths": [1]}}}, "'kl_weigths' is neither"),
+])
+def test_profiles_are_checked_against_their_schema(tmp_path, profile, message):
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump({"p": {"stages": ["02_vae"], **profile}}))
+    with pytest.raises(runner.UsageError, match=message):
+        runner.plan("p", profiles_path=path)
+    code = runner.main(["--profiles", str(path), "--profile", "p", "--tracking-uri",
+                        f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"])
+    assert code == 2 and not (tmp_path / "store").exists()  # refused before any run
