@@ -102,6 +102,10 @@ def test_every_notebook_runs_and_logs_the_named_metrics(ablation_store):
     for job in jobs:  # the executed notebook is attached to the runner's run
         artifacts = [a.path for a in client.list_artifacts(job.run_id, "notebook")]
         assert artifacts == [f"notebook/{job.run_name}.ipynb"]
+        run = client.get_run(job.run_id)
+        assert run.data.tags["runner_status"] == "FINISHED" and run.data.tags["completed"] == "true"
+        if job.config is not None:  # the notebook trained with exactly what --dry-run shows
+            assert run.data.params == {k: str(v) for k, v in job.config.to_dict().items()}
     study_job = next(j for j in jobs if j.stage == "06_small_data")  # every lever drawn, per metric
     plots = {a.path for a in client.list_artifacts(study_job.run_id, "plots")}
     assert plots == {f"plots/{what}_{metric}.png"
@@ -114,7 +118,7 @@ def test_every_notebook_runs_and_logs_the_named_metrics(ablation_store):
 def test_runner_isolates_a_failing_notebook(tmp_path, capsys):
     profiles = write_profiles(
         tmp_path, stages=["01_autoencoder", "02_vae", "00_data"],
-        stage_parameters={"02_vae": {"held_out_cell_type": "Platelet"}})
+        stage_parameters={"02_vae": {"overrides": {"held_out_cell_type": "Platelet"}}})
     uri = tracking.store_uri(tmp_path / "mlruns")
     code = runner.main(["--profiles", str(profiles), "--profile", "tiny",
                         "--tracking-uri", uri, "--out", str(tmp_path / "runs")])

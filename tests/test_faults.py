@@ -34,6 +34,7 @@ def dataset(tmp_path_factory):
 
 
 def runner_command(dataset: Path, store: Path, out: Path, *extra: str) -> list[str]:
+    tracking.setup(tracking.store_uri(store), "simulated")  # so that polling it creates nothing
     return [sys.executable, "-m", "scgen_ablation.runner", "--stages", "01_autoencoder",
             "--tracking-uri", tracking.store_uri(store), "--out", str(out),
             "-p", "dataset", str(dataset), "-p", "held_out_cell_type", "type0",
@@ -168,7 +169,6 @@ def test_failing_cleanup_writes_leave_the_run_failed_and_the_job_to_rerun(datase
 
 def test_two_runners_on_one_store_never_run_one_job_twice(dataset, tmp_path):
     store, out = tmp_path / "mlruns", tmp_path / "runs"
-    tracking.setup(tracking.store_uri(store), "simulated")
     command = runner_command(dataset, store, out, "-p", "epochs", "3", "-p", "seed", "[0, 1]")
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(2)
@@ -195,3 +195,26 @@ def test_changed_data_at_the_same_path_reruns(dataset, tmp_path):
                                                 extra_parameters={"dataset": str(moved),
                                                                   "held_out_cell_type": "type0"}))
     assert changed[0].data_sha256 != same[0].data_sha256 and changed[0].key != same[0].key
+
+
+def test_a_store_that_fills_up_mid_training_leaves_no_finished_run_and_reruns(dataset, tmp_path):
+    """RLIMIT_FSIZE caps every file the runner and its notebook write: the store cannot grow."""
+    import resource
+
+    store, out = tmp_path / "mlruns", tmp_path / "runs"
+    command = runner_command(dataset, store, out, "-p", "epochs", "100000",
+                             "-p", "early_stopping_patience", "null")
+    limit = (store / "mlflow.db").stat().st_size + 256 * 1024  # room for a few dozen epochs
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, preexec_fn=cap)
+    assert done.returncode != 0
+    client, runs = all_runs(store)
+    assert runs and all(r.info.status != "FINISHED" for r in runs)
+    # room again: the next runner closes what could not be closed, and the job runs
+    short = runner_command(dataset, store, out, "-p", "epochs", "2")
+    again = subprocess.run(short, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert_store_is_truthful(store)

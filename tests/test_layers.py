@@ -152,3 +152,49 @@ def test_profiles_are_checked_against_their_schema(tmp_path, profile, message):
     code = runner.main(["--profiles", str(path), "--profile", "p", "--tracking-uri",
                         f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"])
     assert code == 2 and not (tmp_path / "store").exists()  # refused before any run
+
+
+def test_an_out_folder_that_is_a_file_is_refused_before_any_run(tmp_path):
+    (tmp_path / "somefile").write_text("")
+    code = runner.main(["--stages", "02_vae", "--out", str(tmp_path / "somefile"),
+                        "--tracking-uri", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"])
+    assert code == 2 and not (tmp_path / "store").exists()
+
+
+def test_only_runs_their_runner_closed_finished_count():
+    import pandas as pd
+    from scgen_ablation import comparison
+
+    runs = pd.DataFrame([
+        # a runner's job closed FINISHED, and its nested result
+        {"run_id": "a", "status": "FINISHED", "tags.runner_job_key": "k1", "tags.runner_status": "FINISHED"},
+        {"run_id": "a1", "status": "FINISHED", "tags.mlflow.parentRunId": "a"},
+        # a job whose runner died after the notebook ended it FINISHED
+        {"run_id": "b", "status": "FINISHED", "tags.runner_job_key": "k2"},
+        {"run_id": "b1", "status": "FINISHED", "tags.mlflow.parentRunId": "b"},
+        # a run by hand, and a failed one
+        {"run_id": "c", "status": "FINISHED"},
+        {"run_id": "d", "status": "FAILED"},
+    ])
+    assert list(runs["run_id"][comparison.counted(runs)]) == ["a", "a1", "c"]
+
+
+# the package's rooms, in the order of the pipeline: each imports only those before it
+ORDER = ["config", "paths", "data", "model", "training", "prediction", "metrics", "experiment",
+         "plots", "tracking", "stages", "study", "comparison", "study_report", "runner",
+         "study_record"]
+
+
+def test_the_import_graph_runs_one_way():
+    import ast
+
+    package = Path(runner.__file__).parent
+    assert sorted(ORDER) == sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__")
+    for name in ORDER:
+        tree = ast.parse((package / f"{name}.py").read_text())
+        imported = set()
+        for node in ast.walk(tree):  # imports inside functions count too
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module} if node.module else {a.name for a in node.names}
+        for other in imported:
+            assert ORDER.index(other) < ORDER.index(name), f"{name} imports {other}, which comes later"

@@ -1,11 +1,15 @@
-"""The small-data study's selection rule."""
+"""The small-data study: the selection rule, its record and its report."""
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from scgen_ablation import study
+from scgen_ablation import study, study_report
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fake_scores(seed=0):
@@ -98,7 +102,7 @@ def test_complete_seeds_and_lever_table():
     assert set(study.complete_seeds(partial, ["A", "B", "C", "D"]).seed) == {0, 1}
     for name in ("gene_arith", "pca_arith"):
         scores[f"{name}_r2_mean_all"] = 0.7
-    wide = study.lever_table(scores, "r2_mean_all")
+    wide = study_report.lever_table(scores, "r2_mean_all")
     assert list(wide.cell_type) == ["A", "B", "C", "D", "mean"]
     assert wide.loc[wide.cell_type == "mean", "x"].item() == pytest.approx(
         scores.loc[scores.lever == "x", "r2_mean_all"].mean())
@@ -135,3 +139,79 @@ def test_a_tie_goes_to_the_status_quo():
     assert ranks["x"] == ranks["paper"]
     assert study.select_lever(swapped) == "paper"  # listed first in the table
     assert study.select_lever(swapped.iloc[::-1]) == "x"
+
+
+# --- the record and the report (need the Kang data; the report and trainings are slow) ---
+
+@pytest.mark.kang
+@pytest.mark.slow
+def test_small_data_report_is_drawn_from_the_committed_study(tmp_path):
+    from scgen_ablation.config import PRESETS
+
+    docs = {name: (ROOT / name).read_text() for name in ("docs/small_data.md", "README.md")}
+    copies = []
+    for name, text in docs.items():
+        copies.append(tmp_path / name.replace("/", "_"))
+        copies[-1].write_text(text)
+    done = subprocess.run([sys.executable, "-m", "scgen_ablation.study_record", "--report",
+                           "--figures", str(tmp_path), "--doc", *map(str, copies)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # the docs' generated tables are the report's: regenerate them after a run
+    for (name, text), copy in zip(docs.items(), copies):
+        assert copy.read_text() == text, f"{name} is stale: run python -m scgen_ablation.study_record --report --doc"
+    assert docs["docs/small_data.md"].count("<!-- report: ") == 16
+    assert docs["README.md"].count("<!-- report: ") == 2
+    assert "Step 1 picks: paired delta + residual decoding" in done.stdout
+    picked = done.stdout.split("## Recommended = ")[1].split("\n")[0]
+    for key, value in PRESETS["recommended"].items():  # the preset is what the report picks
+        assert f"'{key}': {value!r}" in picked
+    assert "## The goal, per held-out type" in done.stdout
+    drawn = sorted(p.name for p in tmp_path.glob("small_data_*.png"))
+    assert len(drawn) == 9, drawn  # prediction levers, training levers, per type: 3 metrics each
+
+
+def test_write_blocks_fills_named_blocks_and_refuses_unknown_ones(tmp_path):
+    from scgen_ablation.study_report import write_blocks
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- report: a -->\nstale\ntable\n<!-- /report -->\nprose\n"
+                   "<!-- report: b -->\n<!-- /report -->\n")
+    write_blocks(doc, {"a": "| new |", "b": "B", "unused": "x"})
+    assert doc.read_text() == ("intro\n<!-- report: a -->\n| new |\n<!-- /report -->\nprose\n"
+                               "<!-- report: b -->\nB\n<!-- /report -->\n")
+    doc.write_text("<!-- report: typo -->\n<!-- /report -->\n")
+    with pytest.raises(KeyError, match="typo"):
+        write_blocks(doc, {"a": "x"})
+    assert doc.read_text() == "<!-- report: typo -->\n<!-- /report -->\n"  # nothing half-written
+
+
+@pytest.mark.kang
+@pytest.mark.slow
+def test_parallel_jobs_append_each_run_once(tmp_path):
+    """Two trainings at once into a fresh CSV; a second call finds them there and adds none."""
+    import pandas as pd
+
+    target = tmp_path / "training.csv"
+    command = [sys.executable, "-m", "scgen_ablation.study_record", "--levers", "training",
+               "--only", "latent 20, width 256", "--seeds", "0", "--epochs", "1", "--jobs", "2",
+               "--no-mlflow", "--out", str(target)]
+    done = subprocess.run(command + ["--cell-types", "B", "NK"], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    rows = pd.read_csv(target)
+    assert sorted(rows["cell_type"].unique()) == ["B", "NK"]
+    assert len(rows) == 2 * 2  # each training scored under the paper's prediction and step 1's pick
+    assert set(rows["lever"]) == {"latent 20, width 256"} and (rows["epochs_run"] == 1).all()
+    again = subprocess.run(command + ["--cell-types", "B"], capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 0 and "0 new rows" in again.stdout
+    assert len(pd.read_csv(target)) == 4
+    # rows made elsewhere come in once: what the other CSV lacks, nothing more
+    other = tmp_path / "here.csv"
+    rows[rows["cell_type"] == "B"].to_csv(other, index=False)
+    imported = subprocess.run([*command[:5], "--import-csv", str(target), "--no-mlflow", "--out",
+                               str(other)], capture_output=True, text=True, timeout=900)
+    assert imported.returncode == 0 and "2 new rows" in imported.stdout, imported.stderr[-2000:]
+    merged = pd.read_csv(other)
+    assert len(merged) == 4 and sorted(merged["cell_type"]) == ["B", "B", "NK", "NK"]

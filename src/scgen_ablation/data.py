@@ -379,7 +379,7 @@ def balance(labels, rng: np.random.Generator, size: int | None = None) -> np.nda
     return np.concatenate(picks)
 
 
-def summary(adata: ad.AnnData, config) -> pd.DataFrame:
+def cell_counts(adata: ad.AnnData, config) -> pd.DataFrame:
     """Cells per cell type and condition, with totals."""
     table = pd.crosstab(adata.obs[config.cell_type_key].astype(str),
                         adata.obs[config.condition_key].astype(str), margins=True,

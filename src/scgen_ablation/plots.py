@@ -8,7 +8,7 @@ import pandas as pd
 import scanpy as sc
 
 from .data import dense
-from .metrics import r2
+from .metrics import HEADLINE_METRICS, r2
 
 
 def _scatter(predicted: np.ndarray, real: np.ndarray, genes, deg_index, what: str,
@@ -150,7 +150,7 @@ def beta_sweep(results: dict) -> plt.Figure:
     axes[0].set_xlabel("KL (last epoch)"); axes[0].set_ylabel("reconstruction (last epoch)")
     axes[0].set_title("the reconstruction / KL trade-off")
     labels = [f"{b:g}" for b in betas]
-    for metric in ("r2_mean_all", "r2_mean_top100", "r2_var_all"):
+    for metric in HEADLINE_METRICS:
         axes[1].plot(labels, [results[b].metrics[metric] for b in betas], "o-", label=metric)
     axes[1].set_xlabel("β (kl_weight)"); axes[1].set_ylabel("R²"); axes[1].set_ylim(0, 1)
     axes[1].legend(fontsize=8)

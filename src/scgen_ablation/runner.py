@@ -60,11 +60,11 @@ from mlflow.tracking import MlflowClient
 from . import tracking
 from .config import ScGenConfig
 from .data import DATASETS, resolve_path
+from .metrics import HEADLINE_METRICS
 from .paths import NOTEBOOK_DIR, RUN_DIR
 from .stages import (PROFILES_FILE, StageError, config_layers, load_profiles, load_stage,
                      notebook_parameters, stage_config)
 
-SUMMARY_METRICS = ("r2_mean_all", "r2_mean_top100", "r2_var_all")
 # parameters every stage notebook has, which the runner sets itself
 RUNNER_PARAMETERS = ("mlflow_tracking_uri", "mlflow_experiment", "mlflow_run_id")
 CONFIG_FIELDS = set(ScGenConfig.__dataclass_fields__)
@@ -311,24 +311,49 @@ class Stop(BaseException):
     """The runner was asked to stop (SIGTERM or SIGHUP); handled like Ctrl-C."""
 
 
-class Context:
-    """What every job of one runner shares: the store, the output folder, the live processes."""
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
-    def __init__(self, uri: str, experiment: str, out_dir: Path, profile: str, force: bool):
-        self.uri, self.experiment, self.out_dir, self.profile = uri, experiment, out_dir, profile
-        self.force = force
-        self.experiment_id = tracking.setup(uri, experiment)
-        self.client = MlflowClient(uri)
-        self.claims = claims_dir(uri, out_dir)
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the runner dies
+
+
+class Processes:
+    """Child processes that never outlive the runner.
+
+    Each runs in its own session (so it can be stopped as a group) and is
+    killed by the kernel if the runner dies, even by SIGKILL; a Jupyter kernel
+    started by papermill exits when its papermill does.  :meth:`stop` ends
+    them all and keeps new ones from starting.
+    """
+
+    def __init__(self):
         self.stopping = threading.Event()
-        self.processes: set[subprocess.Popen] = set()
-        self.lock = threading.Lock()
+        self._live: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
 
-    def stop_processes(self, grace: float = 10.0) -> None:
-        """Terminate every live papermill process group (then kill what is left)."""
+    def run(self, command: list[str], log: Path, **kwargs) -> int | None:
+        """Run ``command`` with output to ``log``; its exit code, or None if stopping."""
+        if self.stopping.is_set():
+            return None
+        with open(log, "w") as log_file:
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       preexec_fn=_die_with_parent, **kwargs)
+            with self._lock:
+                self._live.add(process)
+            try:
+                return process.wait()
+            finally:
+                with self._lock:
+                    self._live.discard(process)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Terminate every live process group (then kill what is left after ``grace`` s)."""
         self.stopping.set()
-        with self.lock:
-            live = list(self.processes)
+        with self._lock:
+            live = list(self._live)
         for process in live:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -341,12 +366,51 @@ class Context:
                     os.killpg(process.pid, signal.SIGKILL)
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+def run_pool(items: list, work, parallel: int, processes: Processes) -> list:
+    """``work(item)`` for every item, ``parallel`` at a time, in threads; their results.
+
+    The one executor of the project: the runner's notebook jobs and the
+    small-data study's trainings both go through it.  On Ctrl-C, SIGTERM or
+    SIGHUP no new item starts, the live processes are stopped, every started
+    ``work`` is left to close its records, and the interruption is re-raised.
+    """
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        def stop(signum, frame):
+            raise Stop(signal.Signals(signum).name)
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    pool, futures = ThreadPoolExecutor(max_workers=max(1, parallel)), []
+    try:
+        futures = [pool.submit(work, item) for item in items]
+        while not all(f.done() for f in futures):
+            time.sleep(0.2)
+    except BaseException:
+        if previous:  # a second signal must not cut the cleanup short
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(s, signal.SIG_IGN)
+        processes.stopping.set()
+        for future in futures:
+            future.cancel()
+        processes.stop()
+        pool.shutdown(wait=True)
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    pool.shutdown(wait=True)
+    return [future.result() for future in futures]  # a bug in ``work`` does not pass silently
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the runner dies
+class Context:
+    """What every job of one runner shares: the store, the output folder, the live processes."""
+
+    def __init__(self, uri: str, experiment: str, out_dir: Path, profile: str, force: bool):
+        self.uri, self.experiment, self.out_dir, self.profile = uri, experiment, out_dir, profile
+        self.force = force
+        self.experiment_id = tracking.setup(uri, experiment)
+        self.client = MlflowClient(uri)
+        self.claims = claims_dir(uri, out_dir)
+        self.processes = Processes()
 
 
 def execute(job: Job, ctx: Context) -> Job:
@@ -362,7 +426,7 @@ def execute(job: Job, ctx: Context) -> Job:
             if found:  # finished by another runner since we looked
                 job.status, job.run_id = "SKIPPED", found[job.key]
                 return job
-        if ctx.stopping.is_set():
+        if ctx.processes.stopping.is_set():
             return job
         run_and_close(job, ctx)
     finally:
@@ -397,18 +461,8 @@ def run_and_close(job: Job, ctx: Context) -> None:
                    "-y", yaml.safe_dump(parameters), "--cwd", str(NOTEBOOK_DIR), "-k", "python3",
                    "--no-progress-bar"]
         print(f"[runner] start  {job.run_name}", flush=True)
-        with open(log, "w") as log_file:
-            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True,
-                                       preexec_fn=_die_with_parent)
-            with ctx.lock:
-                ctx.processes.add(process)
-            try:
-                code = process.wait()
-            finally:
-                with ctx.lock:
-                    ctx.processes.discard(process)
-        if ctx.stopping.is_set() and code != 0:
+        code = ctx.processes.run(command, log)
+        if ctx.processes.stopping.is_set() and code != 0:
             job.status, job.error = "KILLED", "the runner was stopped"
         elif code == 0:
             job.status = "FINISHED"
@@ -486,14 +540,14 @@ def close_children(client: MlflowClient, experiment_id: str, parent_id: str, sta
                        "FAILED" if status != "FINISHED" else "FINISHED")
 
 
-def summary(jobs: list[Job]) -> pd.DataFrame:
+def summary_table(jobs: list[Job]) -> pd.DataFrame:
     """One row per job; a stage that loops over cell types reports their mean (``mean_*``)."""
     def value(metrics: dict, name: str):
         found = metrics.get(name, metrics.get(f"mean_{name}"))
         return None if found is None else round(found, 3)
 
     rows = [{"stage": j.stage, "run": j.run_name, "status": j.status,
-             **{m: value(j.metrics, m) for m in SUMMARY_METRICS}, "seconds": round(j.seconds)}
+             **{m: value(j.metrics, m) for m in HEADLINE_METRICS}, "seconds": round(j.seconds)}
             for j in jobs]
     return pd.DataFrame(rows)
 
@@ -524,35 +578,8 @@ def run_jobs(jobs: list[Job], *, uri: str | None = None, experiment: str = "kang
         else:
             pending.append(job)
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        def stop(signum, frame):
-            raise Stop(signal.Signals(signum).name)
-        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        for batch in ([j for j in pending if not j.last], [j for j in pending if j.last]):
-            pool = ThreadPoolExecutor(max_workers=max(1, jobs_in_parallel))
-            futures = [pool.submit(execute, job, ctx) for job in batch]
-            try:
-                while not all(f.done() for f in futures):
-                    time.sleep(0.2)
-            except BaseException:
-                # stop: no new job starts, live notebooks are stopped, their runs closed
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    if threading.current_thread() is threading.main_thread():
-                        signal.signal(s, signal.SIG_IGN)
-                ctx.stopping.set()
-                for future in futures:
-                    future.cancel()
-                ctx.stop_processes()
-                pool.shutdown(wait=True)
-                raise
-            pool.shutdown(wait=True)
-            for future in futures:
-                future.result()  # a bug in the runner itself should not pass silently
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    for batch in ([j for j in pending if not j.last], [j for j in pending if j.last]):
+        run_pool(batch, lambda job: execute(job, ctx), jobs_in_parallel, ctx.processes)
     return jobs
 
 
@@ -621,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[runner] stopped ({error or 'SIGINT'}); runs that had started are closed KILLED, "
               "the rest did not start; run the same command to resume", file=sys.stderr)
         return 130
-    table = summary(jobs)
+    table = summary_table(jobs)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("\n" + table.to_string(index=False))
     failed = table["status"].isin(["FAILED", "KILLED"]).sum()

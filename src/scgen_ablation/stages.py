@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import papermill
 import yaml
 
 from .config import ScGenConfig, preset
@@ -27,7 +26,7 @@ STAGES_DIR = ABLATION_DIR / "stages"
 PROFILES_FILE = ABLATION_DIR / "profiles.yaml"
 GRIDS = ("once", "seed", "held_out x seed")
 STAGE_KEYS = {"notebook": str, "grid": str, "config": dict, "parameters": dict, "last": bool,
-              "trains": bool}
+              "trains": bool, "variants": dict}
 PROFILE_KEYS = {"stages": list, "held_out": list, "seeds": list, "parameters": dict,
                 "stage_parameters": dict}
 CONFIG_FIELDS = set(ScGenConfig.__dataclass_fields__)
@@ -68,9 +67,17 @@ def load_stage(name: str, folder: Path | None = None) -> dict:
     if "notebook" not in stage:
         raise StageError(f"{where}: no 'notebook' key")
     try:
-        ScGenConfig().replace(**stage["config"])
+        base = ScGenConfig().replace(**stage["config"])
     except (KeyError, ValueError, TypeError) as error:
         raise StageError(f"{where}: config: {error}") from None
+    for group, variants in stage.get("variants", {}).items():  # named config differences
+        if not isinstance(variants, dict):
+            raise StageError(f"{where}: variants.{group} must map names to config changes")
+        for variant, changes in variants.items():
+            try:
+                base.replace(**(changes or {}))
+            except (KeyError, ValueError, TypeError) as error:
+                raise StageError(f"{where}: variants.{group}.{variant}: {error}") from None
     stage["name"] = name
     return stage
 
@@ -107,6 +114,8 @@ def load_profiles(path: Path | None = None) -> dict[str, dict]:
 @functools.lru_cache(maxsize=None)
 def notebook_parameters(notebook: Path) -> tuple[str, ...]:
     """The names in a notebook's ``parameters`` cell."""
+    import papermill  # only the runner needs it
+
     return tuple(papermill.inspect_notebook(str(notebook)))
 
 

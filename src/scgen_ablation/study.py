@@ -36,34 +36,19 @@ import anndata as ad
 import pandas as pd
 
 from .config import ScGenConfig
+from .data import resolve_path
 from .experiment import assess, prepare
-from .metrics import BASELINES
+from .metrics import HEADLINE_METRICS
+from .stages import load_stage
 from .training import train
 
-RANKED_METRICS = ("r2_mean_all", "r2_mean_top100", "r2_var_all")
+RANKED_METRICS = HEADLINE_METRICS
 
-PREDICTION_LEVERS: dict[str, dict] = {
-    "paper": {},
-    "best-by-validation weights": {"keep_best": True},
-    "delta from posterior samples": {"delta_latent": "sample"},
-    "no balancing for delta": {"balance_delta": False},
-    "delta from paired cell types": {"delta_cell_types": "paired"},
-    "residual decoding": {"prediction_mode": "residual"},
-    "paired delta + residual decoding": {"delta_cell_types": "paired",
-                                         "prediction_mode": "residual"},
-}
-
-TRAINING_LEVERS: dict[str, dict] = {
-    "weight decay 1e-4": {"weight_decay": 1e-4},
-    "dropout 0.5": {"dropout": 0.5},
-    "latent 20, width 256": {"latent_dim": 20, "hidden_sizes": (256, 256)},
-    "beta 1e-3": {"kl_weight": 1e-3},
-    "learning rate 1e-4": {"learning_rate": 1e-4},
-    "200 epochs": {"epochs": 200},
-    "L1 reconstruction": {"reconstruction_loss": "l1"},
-    "ReLU output": {"output_activation": "relu"},
-    "balanced training batches": {"balance_training": True},
-}
+# The levers are stage 06's variants (ablation/stages/06_small_data.yaml): named
+# config differences over the stage's configuration, each with its reason there.
+_VARIANTS = load_stage("06_small_data")["variants"]
+PREDICTION_LEVERS: dict[str, dict] = {k: v or {} for k, v in _VARIANTS["prediction"].items()}
+TRAINING_LEVERS: dict[str, dict] = {k: v or {} for k, v in _VARIANTS["training"].items()}
 
 
 def evaluate_prediction_levers(adata: ad.AnnData, config: ScGenConfig,
@@ -145,30 +130,11 @@ def complete_seeds(scores: pd.DataFrame, cell_types) -> pd.DataFrame:
     return scores[scores["seed"].isin(per_seed[per_seed == len(set(cell_types))].index)]
 
 
-def lever_table(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per cell type (and a "mean" row): each lever's ``metric`` and its sd
-    over seeds, beside gene-space and PCA arithmetic; the input of plots.r2_bars."""
-    grouped = scores.groupby(["cell_type", "lever"], sort=False)[metric]
-    wide = grouped.mean().unstack("lever")
-    wide = wide.join(grouped.std().unstack("lever").add_suffix("_sd"))
-    for name in ("gene_arith", "pca_arith"):
-        wide[BASELINES[name]] = scores.groupby("cell_type")[f"{name}_{metric}"].mean()
-    levers = list(dict.fromkeys(scores["lever"]))
-    wide.loc["mean"] = wide.mean()
-    wide.loc["mean", [f"{lever}_sd" for lever in levers]] = float("nan")
-    return wide.rename_axis("cell_type").reset_index()
-
-
-def lever_figures(scores: pd.DataFrame, what: str) -> dict:
-    """One bar chart per ranked metric: every lever per cell type (± sd over seeds),
-    gene-space and PCA arithmetic drawn across each group as reference lines."""
-    from . import plots
-
-    levers = list(dict.fromkeys(scores["lever"]))
-    lines = {BASELINES[name]: BASELINES[name] for name in ("gene_arith", "pca_arith")}
-    return {metric: plots.r2_bars(lever_table(scores, metric), levers, "cell_type",
-                                  f"{metric}: {what}", markers=lines)
-            for metric in RANKED_METRICS}
+def step1_scores(csv) -> pd.DataFrame:
+    """Step 1's rows: the prediction levers, on the seeds every cell type has."""
+    scores = pd.read_csv(csv)
+    scores = scores[scores["lever"].isin(PREDICTION_LEVERS)]
+    return complete_seeds(scores, sorted(scores["cell_type"].unique()))
 
 
 def average_ranks(scores: pd.DataFrame) -> pd.Series:
@@ -246,7 +212,7 @@ def log_rows(rows: list[dict], config: ScGenConfig) -> None:
         with tracking.child(f"06-{name}-{row['cell_type']}-{row['seed']}", tags={
                 "stage": "06", "stage_name": "06_small_data", "variant": name,
                 "level": "result", "device": row.get("device", "")}):
-            tracking.log_config(variant)
+            tracking.log_config(variant, str(resolve_path(variant.dataset)))
             tracking.log_metrics({k: v for k, v in row.items()
                                   if isinstance(v, (int, float)) and k != "seed"})
 
@@ -272,44 +238,3 @@ def recommend(prediction_scores: pd.DataFrame, training_scores: pd.DataFrame | N
                                   training_scores[(training_scores["lever"] == lever)
                                                   & (training_scores["prediction"] == prediction)])
     return pick
-
-
-def comparison_table(paper: pd.DataFrame, recommended: pd.DataFrame,
-                     reference: pd.DataFrame | None = None,
-                     metrics=("r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100")
-                     ) -> pd.DataFrame:
-    """Per cell type: reference, baselines, paper config, recommended; mean and sd over seeds.
-
-    ``paper`` and ``recommended`` are score rows (the baselines come from ``paper``'s).
-    """
-    parts = []
-    for name, label in BASELINES.items():
-        columns = {f"{name}_{m}": m for m in metrics}
-        renamed = paper[["cell_type", *columns]].rename(columns=columns)
-        parts.append(renamed.assign(method=label)[["method", "cell_type", *metrics]])
-    parts.append(paper.assign(method="paper config")[["method", "cell_type", *metrics]])
-    parts.append(recommended.assign(method="recommended")[["method", "cell_type", *metrics]])
-    if reference is not None:
-        parts.append(reference.assign(method="reference scGen")[["method", "cell_type", *metrics]])
-    table = pd.concat(parts, ignore_index=True)
-    grouped = table.groupby(["cell_type", "method"], sort=False)[list(metrics)]
-    out = grouped.mean().join(grouped.std().add_suffix("_sd"))
-    out["seeds"] = grouped.size()
-    return out.reset_index()
-
-
-def comparison_figures(table: pd.DataFrame) -> dict:
-    """One bar chart per ranked metric from ``comparison_table``: reference, paper
-    config and recommended per cell type (± sd over seeds), the baselines as lines."""
-    from . import plots
-
-    figures = {}
-    for metric in RANKED_METRICS:
-        wide = table.pivot(index="cell_type", columns="method", values=metric)
-        wide = wide.join(table.pivot(index="cell_type", columns="method",
-                                     values=f"{metric}_sd").add_suffix("_sd")).reset_index()
-        methods = [m for m in ("reference scGen", "paper config", "recommended") if m in wide]
-        figures[metric] = plots.r2_bars(wide, methods, "cell_type",
-                                        f"{metric}, per held-out cell type",
-                                        markers={m: m for m in BASELINES.values()})
-    return figures

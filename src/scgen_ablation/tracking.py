@@ -18,6 +18,7 @@ of MLflow's exit handler ending it FINISHED when the kernel shuts down.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import random
@@ -101,19 +102,30 @@ def setup(uri: str | None = None, experiment: str = "kang") -> str:
     uri = tracking_uri(uri)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    found = retry(client.get_experiment_by_name, experiment)
-    if found is not None:
-        return found.experiment_id
-    location = artifact_root(uri)
-    try:
+    with store_lock(uri):  # a new SQLite store's tables are created by one process at a time
+        client = MlflowClient(uri)
+        found = retry(client.get_experiment_by_name, experiment)
+        if found is not None:
+            return found.experiment_id
+        location = artifact_root(uri)
         return retry(client.create_experiment, experiment,
                      artifact_location=f"{location}/{experiment}" if location else None)
-    except Exception:  # another process created it first
-        found = retry(client.get_experiment_by_name, experiment)
-        if found is None:
-            raise
-        return found.experiment_id
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """An exclusive lock beside a SQLite store (nothing for a server, which serialises itself)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri[len("sqlite:///"):]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".setup.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @functools.lru_cache(maxsize=None)

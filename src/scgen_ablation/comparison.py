@@ -1,4 +1,4 @@
-"""Tables across runs: the ablation table, per-cell-type tables, the reference's figures.
+"""The comparison across runs: the ablation table, per-cell-type tables, the reference's figures.
 
 Everything here reads MLflow's run table (``tracking.runs_table``) or CSV
 files; nothing trains.
