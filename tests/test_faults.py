@@ -77,10 +77,33 @@ def wait_for_epochs(store: Path, n: int, process: subprocess.Popen, timeout: flo
     raise AssertionError(f"no run reached {n} epochs in {timeout} s")
 
 
-def papermill_alive() -> list[str]:
-    found = subprocess.run(["pgrep", "-af", "papermill.*01_autoencoder"], capture_output=True,
-                           text=True).stdout
-    return [line for line in found.splitlines() if "pgrep" not in line]
+def papermill_alive(out: Path) -> list[int]:
+    """Pids of live papermill processes writing into ``out``, and of their children (kernels)."""
+    parents, papermill = {}, []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if state[0] == "Z":  # a zombie has ended
+            continue
+        parents[int(proc.name)] = int(state[1])
+        if "papermill" in command and str(out) in command:
+            papermill.append(int(proc.name))
+    return papermill + [pid for pid, parent in parents.items() if parent in papermill]
+
+
+def assert_gone(pids: list[int], timeout: float = 15) -> None:
+    """Every one of ``pids`` has exited (a kernel notices its papermill is gone within seconds)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()
+                 and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        if not alive:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"processes outlived their runner: {alive}")
 
 
 def test_a_notebook_run_by_hand_that_raises_ends_its_run_failed(dataset, tmp_path):
@@ -104,11 +127,12 @@ def test_sigterm_stops_the_notebook_and_closes_its_run_killed(dataset, tmp_path)
                              "-p", "early_stopping_patience", "null")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for_epochs(store, 3, process)
+    children = papermill_alive(out)
+    assert len(children) >= 2  # papermill and its kernel
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
-    time.sleep(3)  # the kernel notices its papermill is gone within a second or two
-    assert papermill_alive() == []
+    assert_gone(children)
     client, runs = all_runs(store)
     job = [r for r in runs if r.data.tags.get("runner_job_key")]
     assert [r.info.status for r in job] == ["KILLED"]
@@ -124,10 +148,11 @@ def test_sigkill_leaves_nothing_running_and_the_next_runner_closes_and_reruns(da
     process = subprocess.Popen(long, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     wait_for_epochs(store, 3, process)
+    children = papermill_alive(out)
+    assert len(children) >= 2  # papermill and its kernel
     os.killpg(process.pid, signal.SIGKILL)  # the runner's whole process group, no cleanup
     process.wait(timeout=30)
-    time.sleep(3)
-    assert papermill_alive() == [], "papermill outlived its runner"
+    assert_gone(children)
     client, runs = all_runs(store)
     assert [r.info.status for r in runs] == ["RUNNING"]  # nobody could close it
     killed = runs[0].info.run_id

@@ -143,6 +143,7 @@ def test_stage_files_are_checked_against_their_schema(tmp_path, text, message):
     ({"seeds": ["zero"]}, "'seeds' must be a list of whole numbers"),
     ({"stages": ["02_vea"]}, "unknown stage '02_vea'"),
     ({"stage_parameters": {"02_vae": {"kl_weigths": [1]}}}, "'kl_weigths' is neither"),
+    ({"parameters": {"epochz": 1}}, r"parameters: \['epochz'\] is neither"),
 ])
 def test_profiles_are_checked_against_their_schema(tmp_path, profile, message):
     path = tmp_path / "profiles.yaml"

@@ -116,8 +116,13 @@ class Job:
 
 # --- planning: from profile, stage files and -p to jobs --------------------------------
 
+def is_path_parameter(name: str) -> bool:
+    """Parameters that hold a file path: ``dataset``, and names ending in _csv, _path, _results."""
+    return name == "dataset" or name.endswith(("_csv", "_path", "_results"))
+
+
 def resolve_dataset(value, base: Path):
-    """A dataset given as a relative path means relative to ``base`` (the caller's folder)."""
+    """A relative path means relative to ``base`` (the caller's folder; notebooks run elsewhere)."""
     if isinstance(value, str) and value not in DATASETS and not Path(value).is_absolute():
         candidate = (base / value).expanduser()
         if candidate.exists():
@@ -155,9 +160,8 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
         raise UsageError(f"unknown profile {profile_name!r}; profiles: {sorted(profiles)}")
     profile = profiles[profile_name]
     profile_dir = (profiles_file or PROFILES_FILE).resolve().parent
-    user = dict(extra_parameters or {})
-    if "dataset" in user:
-        user["dataset"] = resolve_dataset(user["dataset"], caller_dir)
+    user = {k: resolve_dataset(v, caller_dir) if is_path_parameter(k) else v
+            for k, v in (extra_parameters or {}).items()}
     # an explicit held-out type or seed replaces that axis of the profile's grid
     held_out = user.pop("held_out_cell_type", profile["held_out"])
     held_out = [held_out] if isinstance(held_out, str) else list(held_out)
@@ -170,20 +174,24 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
         raise UsageError(str(error)) from None
 
     unused = set(user) - {"overrides"}
+    unclaimed = set(profile["parameters"]) - CONFIG_FIELDS  # profile-wide keys no notebook takes
     jobs = []
     for stage in loaded:
         name, notebook = stage["name"], NOTEBOOK_DIR / stage["notebook"]
         accepts = set(notebook_parameters(notebook))
+        unclaimed -= accepts
         parameters, profile_config, overrides = {}, {}, {}
         where = f"profile {profile_name!r}"
-        common = {k: resolve_dataset(v, profile_dir) if k == "dataset" else v
+        common = {k: resolve_dataset(v, profile_dir) if is_path_parameter(k) else v
                   for k, v in profile["parameters"].items()}
         # profile-wide parameters go to the notebooks that take them
         route({k: v for k, v in common.items() if k in accepts | CONFIG_FIELDS}, accepts,
               where, parameters, profile_config, notebook.name)
         route(stage["parameters"], accepts, f"stage file {name}.yaml", parameters, profile_config,
               notebook.name)
-        route(profile["stage_parameters"].get(name, {}), accepts,
+        own = {k: resolve_dataset(v, profile_dir) if is_path_parameter(k) else v
+               for k, v in profile["stage_parameters"].get(name, {}).items()}
+        route(own, accepts,
               f"{where}, stage_parameters.{name}", parameters, profile_config, notebook.name)
         for key, value in user.items():  # -p: a notebook parameter, else a config field
             if key == "overrides":
@@ -221,6 +229,9 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
     if unused:
         raise UsageError(f"-p {sorted(unused)}: not a parameter or config field of any notebook "
                          f"in this run ({', '.join(s['name'] for s in loaded)})")
+    if unclaimed:
+        raise UsageError(f"profile {profile_name!r}, parameters: {sorted(unclaimed)} is neither a "
+                         "config field nor a parameter of any notebook of the profile")
     return jobs
 
 

@@ -98,6 +98,33 @@ def evaluate_training_lever(adata: ad.AnnData, config: ScGenConfig, lever: str,
     return rows
 
 
+def prediction_lever_scores(adata: ad.AnnData, config: ScGenConfig, cell_types) -> pd.DataFrame:
+    """Step 1 on every one of ``cell_types`` held out in turn; each row logged to MLflow."""
+    rows = []
+    for cell_type in cell_types:
+        new = evaluate_prediction_levers(adata, config.replace(held_out_cell_type=cell_type))
+        log_rows(new, config)
+        rows += new
+    return pd.DataFrame(rows)
+
+
+def training_lever_scores(adata: ad.AnnData, config: ScGenConfig, cell_types, levers,
+                          prediction: str) -> pd.DataFrame:
+    """Step 2: each training lever on every held-out type, scored under the paper's
+    prediction and under ``prediction`` (step 1's pick); each row logged to MLflow."""
+    unknown = sorted(set(levers) - set(TRAINING_LEVERS))
+    if unknown:
+        raise KeyError(f"unknown training lever(s) {unknown}; known: {list(TRAINING_LEVERS)}")
+    rows = []
+    for cell_type in cell_types:
+        for lever in levers:
+            new = evaluate_training_lever(adata, config.replace(held_out_cell_type=cell_type),
+                                          lever, predictions=dict.fromkeys(["paper", prediction]))
+            log_rows(new, config)
+            rows += new
+    return pd.DataFrame(rows)
+
+
 NO_TRAINING_LEVER = "no training lever"
 
 
@@ -130,11 +157,11 @@ def complete_seeds(scores: pd.DataFrame, cell_types) -> pd.DataFrame:
     return scores[scores["seed"].isin(per_seed[per_seed == len(set(cell_types))].index)]
 
 
-def step1_scores(csv) -> pd.DataFrame:
-    """Step 1's rows: the prediction levers, on the seeds every cell type has."""
+def step1_scores(csv, cell_types=None) -> pd.DataFrame:
+    """Step 1's rows read from a CSV: the prediction levers, on the seeds every cell type has."""
     scores = pd.read_csv(csv)
     scores = scores[scores["lever"].isin(PREDICTION_LEVERS)]
-    return complete_seeds(scores, sorted(scores["cell_type"].unique()))
+    return complete_seeds(scores, cell_types or sorted(scores["cell_type"].unique()))
 
 
 def average_ranks(scores: pd.DataFrame) -> pd.Series:

@@ -265,6 +265,10 @@ def start(run_id: str | None = None, *, uri: str | None = None, experiment: str 
     """
     experiment_id = setup(uri, experiment)
     retry(mlflow.set_experiment, experiment_id=experiment_id)
+    if mlflow.active_run() is not None and not nested:  # e.g. a notebook run again, half-way
+        print(f"[tracking] ending the run left open before, {mlflow.active_run().info.run_id}, "
+              "as KILLED", file=sys.stderr)
+        finish("KILLED")
     if run_id:
         run = retry(mlflow.start_run, run_id=run_id)
         tags = {"git_commit": git_commit(), **(tags or {})}  # the runner's run keeps its owner
