@@ -8,6 +8,8 @@ TORCH ?= torch==2.13.0
 PROFILE ?= quick
 JOBS ?= 1
 PY := $(VENV)/bin/python
+# the kernel every committed notebook names (tests/test_ablation.py checks they agree)
+KERNEL_NAME := Python 3 (scgen-ablation)
 
 .PHONY: setup ablation test ui lab benchmark reference-env benchmark-reference benchmark-reference-quick clean
 
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install $(TORCH)
 	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
 	$(PY) -m pip install -c $(VENV)/torch-pin.txt -e '.[dev]'
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (scgen-ablation)"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "$(KERNEL_NAME)"
 	touch $@
 
 ablation: setup
@@ -33,11 +35,15 @@ test: setup
 
 ui: setup
 	mkdir -p mlruns
+	@$(PY) -c "from scgen_ablation import tracking; print('Runs with the R² columns:', *tracking.view_links(), sep='\n  ')"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port 5000
 
+# at the project root, so that notebooks/ and the executed runs/ are both in reach;
+# --allow-root: containers often run as root, and the server listens on loopback only
 lab: setup
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 notebooks/
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --allow-root --ServerApp.root_dir=$(CURDIR) \
+		--LabApp.default_url=/lab/tree/notebooks
 
 benchmark: setup
 	$(PY) benchmarks/speed.py

@@ -58,23 +58,48 @@ def _mean_sd(table: pd.DataFrame, by: list[str], columns: dict[str, str]) -> pd.
     return out.reset_index()
 
 
-def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean (and sd) of each R² metric per stage/variant, plus the baselines' rows.
+def common_runs(table: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Only the (held-out type, seed) pairs that every method has, so that means compare
+    like with like; returns the rows kept and those pairs."""
+    pairs = table.groupby("method")[["cell_type", "params.seed"]].apply(
+        lambda runs: set(map(tuple, runs.to_numpy())))
+    shared = sorted(set.intersection(*pairs)) if len(pairs) else []
+    keep = [pair in set(shared) for pair in map(tuple, table[["cell_type", "params.seed"]].to_numpy())]
+    return table[keep], shared
 
-    Baseline rows come from the same result runs (every run scores the
-    baselines on its own split), so they average over the same cell types.
-    """
+
+def method_order(method: str) -> tuple:
+    """Stage first, then a numeric variant by its number (kl_weight=5e-05 before 0.001)."""
+    stage, _, variant = method.partition(" [")
+    variant = variant.rstrip("]")
+    try:
+        number = float(variant.rsplit("=", 1)[-1])
+    except ValueError:
+        number = None
+    return (stage, number is None, number if number is not None else 0.0, variant)
+
+
+def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean (and sd, where there is more than one run) of each R² metric per stage and
+    variant, over the held-out types and seeds that every stage and variant has (column
+    ``held out``), plus the baselines' rows on the same runs."""
     table = result_runs(runs)
     if table.empty:
         return pd.DataFrame(columns=["method", *METRICS, "runs"])
+    table, shared = common_runs(table)
     columns = {f"metrics.{m}": m for m in METRICS}
     rows = [_mean_sd(table, ["method"], columns)]
+    rows[0] = rows[0].iloc[sorted(range(len(rows[0])), key=lambda i: method_order(rows[0]["method"][i]))]
     for name, label in BASELINES.items():
         base_columns = {f"metrics.{name}_{m}": m for m in METRICS}
         if all(c in table for c in base_columns):
             baseline = table.drop_duplicates(["cell_type", "params.seed"]).assign(method=label)
             rows.append(_mean_sd(baseline, ["method"], base_columns))
-    return pd.concat(rows, ignore_index=True)
+    out = pd.concat(rows, ignore_index=True)
+    if (out["runs"] <= 1).all():
+        out = out.drop(columns=[c for c in out if c.endswith("_sd")])
+    out["held out"] = ", ".join(f"{cell_type} (seed {seed})" for cell_type, seed in shared)
+    return out
 
 
 def per_cell_type(runs: pd.DataFrame, method: str | None = None) -> pd.DataFrame:

@@ -305,7 +305,7 @@ def load_for(config) -> ad.AnnData:
 
 @dataclass
 class Split:
-    """The hold-out split of DESIGN.md.
+    """The hold-out split of docs/design.md.
 
     train        every cell except the held-out type's stimulated cells
     ctrl_target  the held-out type's control cells (input at prediction time)

@@ -61,10 +61,9 @@ def umap(result, seed: int = 0) -> plt.Figure:
     """UMAP of the held-out type: control, real stimulated and predicted cells together."""
     key = result.config.condition_key
     parts = [result.split.ctrl_target, result.split.truth, result.prediction]
+    labels = np.concatenate([p.obs[key].astype(str).to_numpy() for p in parts])
     cells = ad.AnnData(X=np.concatenate([dense(p.X) for p in parts]),
-                       obs=pd.DataFrame({key: np.concatenate(
-                           [p.obs[key].astype(str).to_numpy() for p in parts])}))
-    cells.obs_names = [f"c{i}" for i in range(cells.n_obs)]
+                       obs=pd.DataFrame({key: labels}, index=[f"c{i}" for i in range(labels.size)]))
     sc.pp.pca(cells, n_comps=min(30, cells.n_obs - 1, cells.n_vars - 1), random_state=seed)
     sc.pp.neighbors(cells, random_state=seed)
     sc.tl.umap(cells, random_state=seed)
@@ -100,6 +99,8 @@ def r2_bars(table: pd.DataFrame, metric_columns, group: str, title: str = "",
     across each group, e.g. ``{"gene-space arithmetic": "gene-space arithmetic"}``.
     """
     labels = list(table[group].astype(str))
+    if len(labels) > 8:  # many groups: one row each, labels stay horizontal and legible
+        return _r2_rows(table, labels, metric_columns, title, markers)
     x = np.arange(len(labels))
     width = 0.8 / len(metric_columns)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 3), 4))
@@ -114,14 +115,43 @@ def r2_bars(table: pd.DataFrame, metric_columns, group: str, title: str = "",
         for i, value in enumerate(table[column]):
             ax.hlines(value, x[i] - width / 2, x[i] + 0.8 - width / 2, colors=color,
                       linestyles=style, label=label if i == 0 else None)
+    ax.set_xticks(x + 0.4 - width / 2, labels, rotation=30 if len(labels) > 4 else 0,
+                  ha="right" if len(labels) > 4 else "center")
+    ax.set_ylabel("R²")
+    ax.set_ylim(_lower_limit(values), 1.0)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def _lower_limit(values) -> float:
     finite = np.concatenate(values)
     finite = finite[np.isfinite(finite)]
-    low = max(0.0, np.floor(finite.min() * 10) / 10 - 0.1) if finite.size else 0.0
-    ax.set_xticks(x + 0.4 - width / 2, labels, rotation=30, ha="right")
-    ax.set_ylabel("R²")
-    ax.set_ylim(low, 1.0)
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return max(0.0, np.floor(finite.min() * 10) / 10 - 0.1) if finite.size else 0.0
+
+
+def _r2_rows(table, labels, metric_columns, title, markers) -> plt.Figure:
+    """``r2_bars`` turned on its side: one row of bars per group, read top to bottom."""
+    y = np.arange(len(labels))[::-1]
+    height = 0.8 / len(metric_columns)
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(labels) * max(1, len(metric_columns) / 2) + 1.5))
+    values = [table[c].to_numpy(dtype=float) for c in metric_columns]
+    for k, column in enumerate(metric_columns):
+        sd = table[f"{column}_sd"] if f"{column}_sd" in table else None
+        ax.barh(y - k * height, table[column], height, xerr=sd, label=column, capsize=2)
+    styles = iter([("k", "--"), ("0.4", ":"), ("tab:red", "-.")])
+    for label, column in (markers or {}).items():
+        color, style = next(styles)
+        values.append(table[column].to_numpy(dtype=float))
+        for i, value in enumerate(table[column]):
+            ax.vlines(value, y[i] - 0.8 + height / 2, y[i] + height / 2, colors=color,
+                      linestyles=style, label=label if i == 0 else None)
+    ax.set_yticks(y - 0.4 + height / 2, labels)
+    ax.set_xlabel("R²")
+    ax.set_xlim(_lower_limit(values), 1.0)
+    ax.set_title(title, pad=12 + 14 * ((len(metric_columns) + len(markers or {}) + 1) // 2))
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=2)
     fig.tight_layout()
     return fig
 
@@ -146,8 +176,12 @@ def beta_sweep(results: dict) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     axes[0].plot([r["kl"] for r in last], [r["reconstruction"] for r in last], "o-")
     for b, r in zip(betas, last):
-        axes[0].annotate(f"β={b:g}", (r["kl"], r["reconstruction"]), fontsize=8)
-    axes[0].set_xlabel("KL (last epoch)"); axes[0].set_ylabel("reconstruction (last epoch)")
+        axes[0].annotate(f"β={b:g}", (r["kl"], r["reconstruction"]), fontsize=8,
+                         xytext=(4, 4), textcoords="offset points")
+    # KL spans many orders of magnitude across betas (1e12 at beta 0): a log axis
+    # keeps every beta apart
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("KL (last epoch, log scale)"); axes[0].set_ylabel("reconstruction (last epoch)")
     axes[0].set_title("the reconstruction / KL trade-off")
     labels = [f"{b:g}" for b in betas]
     for metric in HEADLINE_METRICS:

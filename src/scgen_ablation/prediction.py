@@ -1,4 +1,4 @@
-"""Prediction by latent delta arithmetic (scGen's algorithm, DESIGN.md section 1).
+"""Prediction by latent delta arithmetic (scGen's algorithm, docs/design.md).
 
 1. control and stimulated cells of the training data;
 2. each set balanced over cell types (resampled with replacement, seeded);

@@ -472,7 +472,9 @@ def run_and_close(job: Job, ctx: Context) -> None:
                    "-y", yaml.safe_dump(parameters), "--cwd", str(NOTEBOOK_DIR), "-k", "python3",
                    "--no-progress-bar"]
         print(f"[runner] start  {job.run_name}", flush=True)
-        code = ctx.processes.run(command, log)
+        # figures show in the executed notebook: let the kernel pick its inline backend
+        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+        code = ctx.processes.run(command, log, env=env)
         if ctx.processes.stopping.is_set() and code != 0:
             job.status, job.error = "KILLED", "the runner was stopped"
         elif code == 0:
@@ -513,7 +515,8 @@ def close(job: Job, ctx: Context, log: Path | None) -> None:
             problems.append(f"{what}: {type(error).__name__}: {error}"[:300])
             return False
 
-    for path, folder in ((job.output, "notebook"), (log, "logs")):
+    html = to_html(job.output) if job.output is not None and job.output.exists() else None
+    for path, folder in ((job.output, "notebook"), (html, "notebook"), (log, "logs")):
         if path is not None and path.exists():
             guarded(f"attaching {path.name}", client.log_artifact, job.run_id, str(path), folder)
         elif folder == "notebook" and job.status == "FINISHED":
@@ -540,6 +543,20 @@ def close(job: Job, ctx: Context, log: Path | None) -> None:
     guarded("setting the status", client.set_terminated, job.run_id, job.status)
     # the last write: only a run with runner_status=FINISHED counts as done
     guarded("marking it closed", client.set_tag, job.run_id, "runner_status", job.status)
+
+
+def to_html(notebook: Path) -> Path | None:
+    """The executed notebook as HTML beside it (MLflow shows HTML, not .ipynb); None if it fails."""
+    try:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_filename(str(notebook))
+        target = notebook.with_suffix(".html")
+        target.write_text(body)
+        return target
+    except Exception as error:  # a missing HTML copy is a pity, not a failed job
+        print(f"[runner] no HTML copy of {notebook.name}: {error}", flush=True)
+        return None
 
 
 def close_children(client: MlflowClient, experiment_id: str, parent_id: str, status: str) -> None:

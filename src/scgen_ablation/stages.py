@@ -151,12 +151,14 @@ def stage_config(stage: str, preset_name: str = "paper", profile_config: dict | 
 
 def open_stage(stage: str, *, preset_name: str = "paper", profile_config: dict | None = None,
                overrides: dict | None = None, tracking_uri: str | None = None,
-               experiment: str | None = None, run_id: str | None = None, **parameters):
+               experiment: str | None = None, run_id: str | None = None,
+               varies: tuple[str, ...] = (), **parameters):
     """What every stage notebook does first: config, data, and its MLflow run.
 
     Builds the config with :func:`stage_config`, loads the data, opens the
     run (the runner's ``run_id``, else a new run in the dataset's experiment)
-    and logs the config.  Returns ``(config, adata)``.
+    and logs the config, less the fields its variants sweep (``varies``).
+    Returns ``(config, adata)``.
     """
     from . import tracking
     from .data import load_for
@@ -169,5 +171,7 @@ def open_stage(stage: str, *, preset_name: str = "paper", profile_config: dict |
     tracking.start(run_id, uri=tracking_uri,
                    experiment=experiment or tracking.experiment_for(config.dataset),
                    run_name=name, tags={"stage": stage[:2], "stage_name": stage})
-    tracking.log_config(config, adata.uns["source_file"])
+    # a stage run once per profile holds nothing out: no held-out type or seed to claim
+    unused = ("held_out_cell_type", "seed") if grid == "once" else ()
+    tracking.log_config(config, adata.uns["source_file"], varies=tuple(varies), unused=unused)
     return config, adata

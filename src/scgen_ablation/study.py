@@ -236,11 +236,11 @@ def log_rows(rows: list[dict], config: ScGenConfig) -> None:
         variant = config.replace(held_out_cell_type=row["cell_type"], seed=int(row["seed"]),
                                  **levers.get(row["lever"], {}),
                                  **PREDICTION_LEVERS.get(prediction, {}))
-        with tracking.child(f"06-{name}-{row['cell_type']}-{row['seed']}", tags={
+        with tracking.child(f"06_small_data-{name}-{row['cell_type']}-{row['seed']}", tags={
                 "stage": "06", "stage_name": "06_small_data", "variant": name,
                 "level": "result", "device": row.get("device", "")}):
             tracking.log_config(variant, str(resolve_path(variant.dataset)))
-            tracking.log_metrics({k: v for k, v in row.items()
+            tracking.log_metrics(digits=4, values={k: v for k, v in row.items()
                                   if isinstance(v, (int, float)) and k != "seed"})
 
 

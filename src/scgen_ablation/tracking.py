@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import os
 import random
 import socket
@@ -36,10 +37,23 @@ from mlflow.tracking import MlflowClient
 
 from . import plots
 from .data import DATASETS, sha256sum
+from .metrics import METRICS
 from .paths import MLRUNS_DIR, PROJECT_ROOT
 
 DEFAULT_STORE = MLRUNS_DIR
 T = TypeVar("T")
+# How the MLflow UI shows an experiment: MLflow 3 opens one of unknown kind in its
+# GenAI view; and a shared view (a JSON experiment tag the UI reads) puts the R²
+# metrics, the variant and the held-out type in the runs table's columns.
+VIEW_KEY = "r2"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    VIEW_TAG: json.dumps({
+        "selectedColumns": [f"metrics.`{m}`" for m in METRICS]
+        + [f"tags.`{t}`" for t in ("variant", "held_out_cell_type", "seed", "covers")],
+        "orderByKey": "attributes.start_time", "orderByAsc": False}),
+}
 
 
 def store_uri(store: str | Path) -> str:
@@ -106,10 +120,14 @@ def setup(uri: str | None = None, experiment: str = "kang") -> str:
         client = MlflowClient(uri)
         found = retry(client.get_experiment_by_name, experiment)
         if found is not None:
+            if VIEW_TAG not in found.tags:  # an experiment made before the view existed
+                for key, value in EXPERIMENT_TAGS.items():
+                    retry(client.set_experiment_tag, found.experiment_id, key, value)
             return found.experiment_id
         location = artifact_root(uri)
         return retry(client.create_experiment, experiment,
-                     artifact_location=f"{location}/{experiment}" if location else None)
+                     artifact_location=f"{location}/{experiment}" if location else None,
+                     tags=EXPERIMENT_TAGS)
 
 
 @contextlib.contextmanager
@@ -310,14 +328,44 @@ def finish(status: str = "FINISHED") -> None:
         retry(mlflow.end_run, status=status)
 
 
-def log_config(config, data_path: str | None = None) -> None:
-    """The full config as params, plus data checksum and config digest as tags."""
-    params = {k: str(v) for k, v in config.to_dict().items()}
+def log_config(config, data_path: str | None = None, varies: tuple[str, ...] = (),
+               unused: tuple[str, ...] = ()) -> None:
+    """The config as params, plus data checksum and config digest as tags.
+
+    ``varies`` names the fields a stage's parent run sweeps over in its
+    children (``kl_weight``, ``held_out_cell_type``, …): they are left out of
+    the parent's params and tags, so that nothing there misstates what ran,
+    and listed in the tag ``varies``.  ``unused`` fields (the held-out type of a
+    stage that holds nothing out) are left out without a word.
+    """
+    params = {k: str(v) for k, v in config.to_dict().items() if k not in (*varies, *unused)}
     retry(mlflow.log_params, params)
-    retry(mlflow.set_tags, {"config_digest": config.digest(), "git_commit": git_commit(),
-                            "held_out_cell_type": config.held_out_cell_type,
-                            "seed": str(config.seed),
-                            "data_sha256": data_checksum(data_path or "")})
+    tags = {"config_digest": config.digest(), "git_commit": git_commit(),
+            "data_sha256": data_checksum(data_path or ""),
+            "held_out_cell_type": config.held_out_cell_type, "seed": str(config.seed)}
+    tags = {k: v for k, v in tags.items() if k not in (*varies, *unused)}
+    if varies:
+        tags["varies"] = ", ".join(varies)
+    retry(mlflow.set_tags, tags)
+
+
+def log_summary(metric_rows: list[dict], covers: str) -> dict[str, float]:
+    """A stage's parent run: the mean of its results' metrics, under the same names.
+
+    ``metric_rows`` are the results' metric dicts; ``covers`` says what the
+    mean is over (tag ``covers``), e.g. "5 variants (kl_weight=0 … 1), CD4T, seed 0".
+    """
+    shared = set.intersection(*(set(row) for row in metric_rows)) if metric_rows else set()
+    names = [name for name in metric_rows[0] if name in shared and name != "seed"] \
+        if metric_rows else []
+    means = {}
+    for name in names:
+        values = [row[name] for row in metric_rows]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            means[name] = float(sum(values) / len(values))
+    log_metrics(means, digits=4)
+    set_tags({"covers": covers, "level": "summary"})
+    return means
 
 
 def epoch_logger() -> Callable[[int, dict], None]:
@@ -328,8 +376,18 @@ def epoch_logger() -> Callable[[int, dict], None]:
     return log
 
 
-def log_metrics(values: dict[str, float]) -> None:
-    retry(mlflow.log_metrics, {k: float(v) for k, v in values.items()})
+def log_metrics(values: dict[str, float], digits: int | None = None) -> None:
+    """Final metrics; ``digits`` rounds them (four are plenty for R², and the UI cuts long ones)."""
+    retry(mlflow.log_metrics, {k: float(v) if digits is None else round(float(v), digits)
+                               for k, v in values.items()})
+
+
+def view_links(base: str = "http://127.0.0.1:5000", uri: str | None = None) -> list[str]:
+    """Links that open each experiment's runs table with the R² columns shown."""
+    client = MlflowClient(tracking_uri(uri))
+    return [f"{experiment.name}: {base}/#/experiments/{experiment.experiment_id}/runs"
+            f"?viewStateShareKey={VIEW_KEY}"
+            for experiment in retry(client.search_experiments) if VIEW_TAG in experiment.tags]
 
 
 def set_tags(tags: dict) -> None:
@@ -341,11 +399,20 @@ def log_table(table, name: str) -> None:
     retry(mlflow.log_text, table.to_csv(index=False), name)
 
 
-def log_figures(figures: dict) -> None:
+def log_figures(figures: dict, show: bool = True) -> None:
+    """Each figure as ``plots/<name>``; with ``show``, a notebook shows it too.
+
+    Under the inline backend a figure left open is drawn below the cell (and
+    closed) when the cell ends; every other figure is closed here.
+    """
+    import matplotlib
     import matplotlib.pyplot as plt
+
+    inline = "inline" in matplotlib.get_backend().lower()
     for name, figure in figures.items():
         retry(mlflow.log_figure, figure, f"plots/{name}")
-        plt.close(figure)
+        if not (show and inline):
+            plt.close(figure)
 
 
 def log_result(result, figures: dict | None = None, log_model: bool = True) -> None:
@@ -354,10 +421,10 @@ def log_result(result, figures: dict | None = None, log_model: bool = True) -> N
     The run is tagged ``level=result``: the comparison reads only such runs.
     """
     retry(mlflow.set_tag, "level", "result")
-    log_metrics(result.metrics)
+    log_metrics(result.metrics, digits=4)
     retry(mlflow.log_text, "\n".join(result.degs), "degs_top.txt")
     if figures:
-        log_figures(figures)
+        log_figures(figures, show=False)
     if log_model:
         with tempfile.TemporaryDirectory() as folder:
             path = result.model.save(Path(folder) / "model.pt")
