@@ -242,6 +242,7 @@ def log_rows(rows: list[dict], config: ScGenConfig) -> None:
             tracking.log_config(variant, str(resolve_path(variant.dataset)))
             tracking.log_metrics(digits=4, values={k: v for k, v in row.items()
                                   if isinstance(v, (int, float)) and k != "seed"})
+            tracking.log_json(row, "scores.json")  # the row as the study's record holds it
 
 
 class Recommendation(NamedTuple):

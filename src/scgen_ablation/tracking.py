@@ -394,6 +394,14 @@ def set_tags(tags: dict) -> None:
     retry(mlflow.set_tags, {k: str(v) for k, v in tags.items()})
 
 
+def log_json(values: dict, name: str) -> None:
+    """A dict as a JSON artifact (numpy numbers as plain ones)."""
+    def plain(value):
+        return value.item() if hasattr(value, "item") else str(value)
+
+    retry(mlflow.log_text, json.dumps(values, indent=1, default=plain), name)
+
+
 def log_table(table, name: str) -> None:
     """A pandas DataFrame as a CSV artifact (written by MLflow, not into the working folder)."""
     retry(mlflow.log_text, table.to_csv(index=False), name)
