@@ -386,3 +386,13 @@ def test_unreachable_tracking_server_fails_within_seconds():
     assert time.perf_counter() - started < 15
     code = runner.main(["--stages", "02_vae", "--tracking-uri", f"http://127.0.0.1:{port}"])
     assert code == 2
+
+
+def test_a_run_left_open_is_closed_killed_when_the_notebook_starts_again(tracking_store):
+    first = tracking.start(experiment="again", run_name="first")
+    second = tracking.start(experiment="again", run_name="second")  # no finish() in between
+    tracking.finish()
+    client = MlflowClient(tracking_store)
+    assert client.get_run(first.info.run_id).info.status == "KILLED"
+    assert client.get_run(second.info.run_id).info.status == "FINISHED"
+    assert client.get_run(second.info.run_id).data.tags["completed"] == "true"
