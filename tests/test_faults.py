@@ -4,6 +4,7 @@ Every test ends by asserting the store: no FINISHED run without its results,
 no RUNNING run left behind, no job run twice, nothing lost.  They run the real
 stage-01 notebook through papermill on a small simulated dataset.
 """
+import contextlib
 import errno
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from scgen_ablation import runner, tracking
+from scgen_ablation import comparison, runner, tracking
 from synthetic import simulate
 
 pytestmark = pytest.mark.slow
@@ -81,6 +82,8 @@ def papermill_alive(out: Path) -> list[int]:
     """Pids of live papermill processes writing into ``out``, and of their children (kernels)."""
     parents, papermill = {}, []
     for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
         try:
             command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()
@@ -92,6 +95,15 @@ def papermill_alive(out: Path) -> list[int]:
         if "papermill" in command and str(out) in command:
             papermill.append(int(proc.name))
     return papermill + [pid for pid, parent in parents.items() if parent in papermill]
+
+
+def kill_tree(process: subprocess.Popen, out: Path) -> None:
+    """Whatever a failed test left running: the runner, its papermill and kernel."""
+    for pid in [process.pid, *papermill_alive(out)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
 
 
 def assert_gone(pids: list[int], timeout: float = 15) -> None:
@@ -115,22 +127,27 @@ def test_a_notebook_run_by_hand_that_raises_ends_its_run_failed(dataset, tmp_pat
         env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode != 0 and "Platelet" in done.stderr
     client, runs = all_runs(store)
-    assert [r.info.status for r in runs] == ["FAILED"]
-    assert "Platelet" in runs[0].data.tags["error"]
+    assert runs and {r.info.status for r in runs} == {"FAILED"}  # the stage run and its result
+    stage_run = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert "Platelet" in stage_run.data.tags["error"]
     # and it went to the dataset's experiment, not to "kang"
-    assert client.get_experiment(runs[0].info.experiment_id).name == "simulated"
+    assert client.get_experiment(stage_run.info.experiment_id).name == "simulated"
 
 
 def test_sigterm_stops_the_notebook_and_closes_its_run_killed(dataset, tmp_path):
     store, out = tmp_path / "mlruns", tmp_path / "runs"
     command = runner_command(dataset, store, out, "-p", "epochs", "100000",
                              "-p", "early_stopping_patience", "null")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for_epochs(store, 3, process)
-    children = papermill_alive(out)
-    assert len(children) >= 2  # papermill and its kernel
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        wait_for_epochs(store, 3, process)
+        children = papermill_alive(out)
+        assert len(children) >= 2  # papermill and its kernel
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        kill_tree(process, out)
     assert process.returncode == 130, output
     assert_gone(children)
     client, runs = all_runs(store)
@@ -147,24 +164,27 @@ def test_sigkill_leaves_nothing_running_and_the_next_runner_closes_and_reruns(da
                           "-p", "early_stopping_patience", "null")
     process = subprocess.Popen(long, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
-    wait_for_epochs(store, 3, process)
-    children = papermill_alive(out)
-    assert len(children) >= 2  # papermill and its kernel
-    os.killpg(process.pid, signal.SIGKILL)  # the runner's whole process group, no cleanup
-    process.wait(timeout=30)
-    assert_gone(children)
+    try:
+        wait_for_epochs(store, 3, process)
+        children = papermill_alive(out)
+        assert len(children) >= 2  # papermill and its kernel
+        os.killpg(process.pid, signal.SIGKILL)  # the runner's whole process group, no cleanup
+        process.wait(timeout=30)
+        assert_gone(children)
+    finally:
+        kill_tree(process, out)
     client, runs = all_runs(store)
-    assert [r.info.status for r in runs] == ["RUNNING"]  # nobody could close it
-    killed = runs[0].info.run_id
-    # the next runner on the store closes the orphan, then runs its own jobs
+    assert runs and {r.info.status for r in runs} == {"RUNNING"}  # nobody could close them
+    left_open = {r.info.run_id for r in runs}  # the job run and its nested result
+    # the next runner on the store closes the orphans, then runs its own jobs
     short = runner_command(dataset, store, out, "-p", "epochs", "2")
     done = subprocess.run(short, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "closed 1 run(s) left open" in done.stdout
+    assert f"closed {len(left_open)} run(s) left open" in done.stdout
     client, runs = all_runs(store)
     status = {r.info.run_id: r.info.status for r in runs}
-    assert status[killed] == "KILLED"
-    assert sorted(status.values()) == ["FINISHED", "KILLED"]
+    assert {status[run_id] for run_id in left_open} == {"KILLED"}
+    assert {s for run_id, s in status.items() if run_id not in left_open} == {"FINISHED"}
     assert_store_is_truthful(store)
 
 
@@ -186,7 +206,11 @@ def test_failing_cleanup_writes_leave_the_run_failed_and_the_job_to_rerun(datase
     assert jobs[0].status == "FAILED" and "No space left" in jobs[0].error
     monkeypatch.undo()
     client, runs = all_runs(store)
-    assert [r.info.status for r in runs] == ["FAILED"]
+    job_run = client.get_run(jobs[0].run_id)
+    assert job_run.info.status == "FAILED" and job_run.data.tags["runner_status"] == "FAILED"
+    # its nested result finished, but a job that failed does not count in the comparison
+    table = tracking.runs_table("simulated", uri=uri)
+    assert not comparison.counted(table).any()
     again = runner.run_jobs(plan(), uri=uri, out_dir=out)  # not skipped: it never finished
     assert again[0].status == "FINISHED" and again[0].run_id != jobs[0].run_id
     assert_store_is_truthful(store)
