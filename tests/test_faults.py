@@ -6,7 +6,6 @@ stage-01 notebook through papermill on a small simulated dataset.
 """
 import contextlib
 import errno
-import json
 import os
 import signal
 import subprocess

@@ -121,7 +121,7 @@ def write_report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()
     save(lever_figures(scores, "prediction levers, paper training"), "small_data_prediction_")
     by_seed = scores[scores["lever"] == prediction].pivot(index="cell_type", columns="seed",
                                                           values="r2_mean_top100")
-    show("step1-by-seed", f"Step 1's pick, R² of the mean over the top-100 DEGs, per seed",
+    show("step1-by-seed", "Step 1's pick, R² of the mean over the top-100 DEGs, per seed",
          markdown(by_seed.rename(columns=lambda seed: f"seed {seed}")))
 
     training = pd.read_csv(training_csv) if training_csv.exists() else None

@@ -322,7 +322,7 @@ def finish(status: str = "FINISHED") -> None:
     A run ended FINISHED here is tagged ``completed``: its notebook reached
     its last line (the runner checks this before it calls a job done).
     """
-    while (run := mlflow.active_run()) is not None:
+    while mlflow.active_run() is not None:
         if status == "FINISHED":
             retry(mlflow.set_tag, "completed", "true")
         retry(mlflow.end_run, status=status)
