@@ -62,12 +62,11 @@ from .config import ScGenConfig
 from .data import DATASETS, resolve_path
 from .metrics import HEADLINE_METRICS
 from .paths import NOTEBOOK_DIR, RUN_DIR
-from .stages import (PROFILES_FILE, StageError, config_layers, load_profiles, load_stage,
+from .stages import (CONFIG_FIELDS, PROFILES_FILE, StageError, config_layers, load_profiles, load_stage,
                      notebook_parameters, stage_config)
 
 # parameters every stage notebook has, which the runner sets itself
 RUNNER_PARAMETERS = ("mlflow_tracking_uri", "mlflow_experiment", "mlflow_run_id")
-CONFIG_FIELDS = set(ScGenConfig.__dataclass_fields__)
 
 
 class UsageError(ValueError):
@@ -121,13 +120,18 @@ def is_path_parameter(name: str) -> bool:
     return name == "dataset" or name.endswith(("_csv", "_path", "_results"))
 
 
-def resolve_dataset(value, base: Path):
-    """A relative path means relative to ``base`` (the caller's folder; notebooks run elsewhere)."""
-    if isinstance(value, str) and value not in DATASETS and not Path(value).is_absolute():
+def resolve_paths(values: dict, base: Path) -> dict:
+    """Path parameters given relative are read relative to ``base`` (the caller's folder, or
+    the profile file's): notebooks run in notebooks/, so they are passed on absolute."""
+    def resolved(name, value):
+        if not (is_path_parameter(name) and isinstance(value, str) and value not in DATASETS
+                and not Path(value).is_absolute()):
+            return value
         candidate = (base / value).expanduser()
-        if candidate.exists():
-            return os.path.abspath(candidate)  # absolute, links kept: the name is the user's
-    return value
+        # absolute, links kept: the file's name is the user's (it names the experiment)
+        return os.path.abspath(candidate) if candidate.exists() else value
+
+    return {name: resolved(name, value) for name, value in values.items()}
 
 
 def route(values: dict, accepts: set[str], where: str, into: dict, config_layer: dict,
@@ -160,8 +164,7 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
         raise UsageError(f"unknown profile {profile_name!r}; profiles: {sorted(profiles)}")
     profile = profiles[profile_name]
     profile_dir = (profiles_file or PROFILES_FILE).resolve().parent
-    user = {k: resolve_dataset(v, caller_dir) if is_path_parameter(k) else v
-            for k, v in (extra_parameters or {}).items()}
+    user = resolve_paths(extra_parameters or {}, caller_dir)
     # an explicit held-out type or seed replaces that axis of the profile's grid
     held_out = user.pop("held_out_cell_type", profile["held_out"])
     held_out = [held_out] if isinstance(held_out, str) else list(held_out)
@@ -182,15 +185,13 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
         unclaimed -= accepts
         parameters, profile_config, overrides = {}, {}, {}
         where = f"profile {profile_name!r}"
-        common = {k: resolve_dataset(v, profile_dir) if is_path_parameter(k) else v
-                  for k, v in profile["parameters"].items()}
+        common = resolve_paths(profile["parameters"], profile_dir)
         # profile-wide parameters go to the notebooks that take them
         route({k: v for k, v in common.items() if k in accepts | CONFIG_FIELDS}, accepts,
               where, parameters, profile_config, notebook.name)
         route(stage["parameters"], accepts, f"stage file {name}.yaml", parameters, profile_config,
               notebook.name)
-        own = {k: resolve_dataset(v, profile_dir) if is_path_parameter(k) else v
-               for k, v in profile["stage_parameters"].get(name, {}).items()}
+        own = resolve_paths(profile["stage_parameters"].get(name, {}), profile_dir)
         route(own, accepts,
               f"{where}, stage_parameters.{name}", parameters, profile_config, notebook.name)
         for key, value in user.items():  # -p: a notebook parameter, else a config field
@@ -399,10 +400,9 @@ def run_pool(items: list, work, parallel: int, processes: Processes) -> list:
         if previous:  # a second signal must not cut the cleanup short
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(s, signal.SIG_IGN)
-        processes.stopping.set()
+        processes.stop()  # sets ``stopping`` first: an item that starts now runs nothing
         for future in futures:
             future.cancel()
-        processes.stop()
         pool.shutdown(wait=True)
         raise
     finally:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import mlflow
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from . import plots
@@ -355,14 +356,9 @@ def log_summary(metric_rows: list[dict], covers: str) -> dict[str, float]:
     ``metric_rows`` are the results' metric dicts; ``covers`` says what the
     mean is over (tag ``covers``), e.g. "5 variants (kl_weight=0 … 1), CD4T, seed 0".
     """
-    shared = set.intersection(*(set(row) for row in metric_rows)) if metric_rows else set()
-    names = [name for name in metric_rows[0] if name in shared and name != "seed"] \
-        if metric_rows else []
-    means = {}
-    for name in names:
-        values = [row[name] for row in metric_rows]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            means[name] = float(sum(values) / len(values))
+    # the numeric metrics every result has (a seed is not a metric)
+    table = pd.DataFrame(metric_rows).select_dtypes("number").dropna(axis=1)
+    means = table.drop(columns="seed", errors="ignore").mean().to_dict()
     log_metrics(means, digits=4)
     set_tags({"covers": covers, "level": "summary"})
     return means
