@@ -41,3 +41,13 @@ def tracking_store(tmp_path, monkeypatch):
     uri = tracking.store_uri(tmp_path / "mlruns")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(autouse=True)
+def training_store(tmp_path_factory, monkeypatch):
+    """Every test gets its own training store (never the project's mlruns/trainings)."""
+    from scgen_ablation import store
+
+    root = tmp_path_factory.mktemp("trainings")
+    monkeypatch.setenv(store.ENVIRONMENT_VARIABLE, str(root))
+    return store.TrainingStore(root)

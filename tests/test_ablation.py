@@ -25,7 +25,7 @@ TINY = {
     "seeds": [0],
     "parameters": {"epochs": 1, "n_bootstrap": 2},
     "stage_parameters": {
-        "03_kl_weighting": {"kl_weights": [0.0, 1.0]},
+        "03_kl_weighting": {"variants": ["kl_weight=0", "kl_weight=1"]},
         "05_scgen": {"held_out_cell_types": ["B", "NK"]},
         "06_small_data": {"held_out_cell_types": ["NK"],
                           "training_levers": ["latent 20, width 256"]},

@@ -29,7 +29,10 @@ CHOICES = {
 LOWER_BOUNDS = {"latent_dim": 1, "epochs": 1, "batch_size": 2, "n_degs": 1, "n_top_genes": 1,
                 "n_bootstrap": 0, "seed": 0, "checkpoint_every": 0, "early_stopping_patience": 1}
 # fields that do not change the trained weights (given the same data and seed)
-PREDICTION_FIELDS = ("balance_delta", "delta_cell_types", "delta_latent", "prediction_mode")
+# how a trained model is used; keep_best too: a training keeps both its last and its
+# best epoch's weights (the training store saves both), and keep_best picks one
+PREDICTION_FIELDS = ("keep_best", "balance_delta", "delta_cell_types", "delta_latent",
+                     "prediction_mode")
 NOT_TRAINING = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap", "device", "checkpoint_every")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 

@@ -5,6 +5,7 @@ hard-coded to Kang's column names.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import urllib.request
@@ -56,6 +57,19 @@ DATASETS = {
         env_var="SCGEN_KANG_100GENES_PATH",
     ),
 }
+
+
+def data_checksum(path: str | Path) -> str:
+    """sha256 of a data file (cached while its size and modification time stay the same)."""
+    if not path or not Path(path).is_file():
+        return "unknown"
+    stat = Path(path).stat()
+    return _checksum(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _checksum(path: str, size: int, mtime_ns: int) -> str:
+    return sha256sum(path)
 
 
 def sha256sum(path: str | Path) -> str:
@@ -280,6 +294,7 @@ def load(name_or_path: str | Path = "kang", *, path: str | Path | None = None,
     file = resolve_path(name_or_path, path)
     adata = read_h5ad(file)
     adata.uns["source_file"] = str(file)
+    adata.uns["source_sha256"] = data_checksum(file)  # what the training store keys on
     if adata.X is None:
         raise ValueError(f"{file.name} has no expression matrix (X is empty)")
     if preprocess_counts:

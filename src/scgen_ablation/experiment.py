@@ -16,7 +16,8 @@ from .config import ScGenConfig
 from .data import Split, dense, split_held_out
 from .prediction import predict
 from .model import TrainedModel
-from .training import EpochCallback, train
+from .store import TrainingStore, train_stored
+from .training import EpochCallback
 
 
 @dataclass
@@ -45,14 +46,20 @@ def score_all(split: Split, prediction: np.ndarray, config: ScGenConfig,
               degs: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Model metrics (+ bootstrap) and every baseline's, under the same DEGs."""
     deg_index = metrics.gene_index(split.truth.var_names, degs)
-    truth = dense(split.truth.X)
-    scores = metrics.score(prediction, truth, deg_index)
+    truth, control = dense(split.truth.X), dense(split.ctrl_target.X)
+
+    def all_scores(predicted):
+        return {**metrics.score(predicted, truth, deg_index),
+                **metrics.field_scores(predicted, control, truth, split.truth.var_names, degs,
+                                       seed=config.seed)}
+
+    scores = all_scores(prediction)
     if config.n_bootstrap:
         scores.update(metrics.bootstrap(prediction, truth, deg_index, config.n_bootstrap,
                                         seed=config.seed))
     predictions = metrics.baselines(split, config)
     for name, predicted in predictions.items():
-        scores.update({f"{name}_{k}": v for k, v in metrics.score(predicted, truth, deg_index).items()})
+        scores.update({f"{name}_{k}": v for k, v in all_scores(predicted).items()})
     return scores, predictions
 
 
@@ -62,6 +69,7 @@ def assess(model: TrainedModel, split: Split, degs: list[str], config: ScGenConf
     Stages that change only the prediction (balancing, delta from samples)
     reuse one trained model through this.
     """
+    model = model.for_prediction(config)
     prediction = predict(model, split.train, split.ctrl_target, config)
     scores, baseline_predictions = score_all(split, dense(prediction.X), config, degs)
     scores["epochs_run"] = len(model.history)
@@ -76,11 +84,16 @@ def prepare(adata: ad.AnnData, config: ScGenConfig) -> tuple[Split, list[str]]:
 
 
 def run(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | None = None,
-        checkpoint_path: str | Path | None = None, progress: bool = True) -> Result:
-    """Hold out ``config.held_out_cell_type``, train, predict it, and score it."""
+        checkpoint_path: str | Path | None = None, progress: bool = True,
+        store: TrainingStore | None = None) -> Result:
+    """Hold out ``config.held_out_cell_type``, train, predict it, and score it.
+
+    With a training ``store`` the model is loaded from it when this training
+    was made before (by any stage or variant), and saved to it otherwise.
+    """
     split, degs = prepare(adata, config)
-    model = train(split.train, config, callback=callback, checkpoint_path=checkpoint_path,
-                  progress=progress)
+    model = train_stored(adata, split.train, config, store, callback=callback,
+                         checkpoint_path=checkpoint_path, progress=progress)
     return assess(model, split, degs, config)
 
 

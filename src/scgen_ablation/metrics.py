@@ -24,6 +24,19 @@ METRIC_LABELS = {"r2_mean_all": "R² of the mean, all genes",
                  "r2_mean_top100": "R² of the mean, top-100 DEGs",
                  "r2_var_all": "R² of the variance, all genes",
                  "r2_var_top100": "R² of the variance, top-100 DEGs"}
+# The field's metrics (scPerturBench; cell-eval; pertpy), beside the paper's R²:
+# how well the *change* from control is predicted, whether the right genes move,
+# and how far the predicted cells lie from the real ones as a distribution.
+# Definitions in docs/metrics.md.
+FIELD_METRICS = ("pcc_delta_all", "pcc_delta_top100", "deg_overlap_top100",
+                 "deg_direction_top100", "edistance")
+METRIC_LABELS.update({
+    "pcc_delta_all": "Pearson r of the change, all genes",
+    "pcc_delta_top100": "Pearson r of the change, top-100 DEGs",
+    "deg_overlap_top100": "share of the true top-100 DEGs found in the prediction",
+    "deg_direction_top100": "share of the true top-100 DEGs moved the right way",
+    "edistance": "energy distance to the truth / control's (lower is better)"})
+LOWER_IS_BETTER = {"edistance"}
 # the baselines scored beside every model (metric names carry the key as a prefix)
 BASELINES = {"control": "control as prediction", "gene_arith": "gene-space arithmetic",
              "pca_arith": "PCA-space arithmetic"}
@@ -48,13 +61,17 @@ def top_degs(split: Split, config) -> list[str]:
         raise ValueError(
             f"cannot take the top {n} DEGs of {split.truth.n_vars} genes; lower n_degs"
         )
-    cells = ad.concat([split.ctrl_target, split.truth])
-    cells.obs_names_make_unique()
-    cells.obs["_group"] = np.where(
-        cells.obs[config.condition_key].astype(str) == config.stimulated_label, "stim", "ctrl")
-    cells.obs["_group"] = cells.obs["_group"].astype("category")
-    if cells.obs["_group"].value_counts().min() < 2:
+    return ranked_genes(dense(split.truth.X), dense(split.ctrl_target.X), split.truth.var_names, n)
+
+
+def ranked_genes(stimulated: np.ndarray, control: np.ndarray, var_names, n: int) -> list[str]:
+    """The top ``n`` genes of ``stimulated`` vs ``control`` cells by scanpy's Wilcoxon test."""
+    if len(stimulated) < 2 or len(control) < 2:
         raise ValueError("DEG ranking needs at least 2 control and 2 stimulated held-out cells")
+    cells = ad.AnnData(np.concatenate([stimulated, control]).astype(np.float32),
+                       var=pd.DataFrame(index=pd.Index(var_names).astype(str)))
+    cells.obs_names = [f"c{i}" for i in range(cells.n_obs)]
+    cells.obs["_group"] = pd.Categorical(["stim"] * len(stimulated) + ["ctrl"] * len(control))
     sc.tl.rank_genes_groups(cells, groupby="_group", groups=["stim"], reference="ctrl",
                             method="wilcoxon", n_genes=n)
     genes = [str(g) for g in cells.uns["rank_genes_groups"]["names"]["stim"]]
@@ -80,6 +97,57 @@ def score(predicted: np.ndarray, real: np.ndarray, deg_index: np.ndarray) -> dic
         "r2_mean_top100": r2(pm[deg_index], rm[deg_index]),
         "r2_var_all": r2(pv, rv),
         "r2_var_top100": r2(pv[deg_index], rv[deg_index]),
+    }
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r; 0 when either side does not vary (e.g. a prediction of no change)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def energy_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Székely's energy distance between two samples (rows), with Euclidean distances:
+    2 E|A-B| - E|A-A'| - E|B-B'| (within-sample means over distinct pairs).  Zero only
+    when the distributions agree; unlike the squared-distance variant (pertpy's default),
+    which reduces to twice the squared distance between the means, it sees spread and shape.
+    """
+    from scipy.spatial.distance import cdist, pdist
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("the energy distance needs at least 2 cells on each side")
+    return float(2 * cdist(a, b).mean() - pdist(a).mean() - pdist(b).mean())
+
+
+def field_scores(predicted: np.ndarray, control: np.ndarray, real: np.ndarray, var_names,
+                 true_degs: list[str], n_components: int = 50, seed: int = 0) -> dict[str, float]:
+    """The field's metrics (``FIELD_METRICS``) for one prediction of the held-out type.
+
+    ``control`` are its control cells (what the prediction started from), ``real``
+    its stimulated cells, ``true_degs`` the top DEGs of real vs control
+    (:func:`top_degs`).  Definitions and sources: docs/metrics.md.
+    """
+    deg_index = gene_index(pd.Index(var_names), true_degs)
+    control_mean = control.mean(0)
+    predicted_change, true_change = predicted.mean(0) - control_mean, real.mean(0) - control_mean
+    found = ranked_genes(predicted, control, var_names, len(true_degs))
+    # distances in the principal components of the held-out type's real cells
+    real_cells = np.concatenate([control, real])
+    pca = PCA(n_components=min(n_components, *real_cells.shape) - 1, random_state=seed)
+    pca.fit(real_cells)
+    codes = {name: pca.transform(cells) for name, cells in
+             (("predicted", predicted), ("control", control), ("real", real))}
+    scale = energy_distance(codes["control"], codes["real"])
+    return {
+        "pcc_delta_all": pearson(predicted_change, true_change),
+        "pcc_delta_top100": pearson(predicted_change[deg_index], true_change[deg_index]),
+        "deg_overlap_top100": len(set(found) & set(true_degs)) / len(true_degs),
+        "deg_direction_top100": float(np.mean(np.sign(predicted_change[deg_index])
+                                              == np.sign(true_change[deg_index]))),
+        "edistance": energy_distance(codes["predicted"], codes["real"]) / scale,
     }
 
 

@@ -111,15 +111,31 @@ class TrainedModel:
     genes: list[str]
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
-    # weights of the best validation epoch, kept in memory (not saved) so that
-    # best-vs-last can be compared on one training run
+    # weights of the best validation epoch, so that best-vs-last can be compared
+    # on one training run (saved only by the training store: ``with_best``)
     best_state: dict | None = field(default=None, repr=False)
+    train_seconds: float | None = None  # how long training took (where it was trained)
+    reused: bool = False  # loaded from the training store rather than trained here
+    data_fingerprint: str | None = None  # the training matrix's hash (store.fingerprint)
+    trained_on: str | None = None  # the device type it was trained on ("cpu", "cuda")
 
     def with_weights(self, state: dict) -> "TrainedModel":
         """A copy of this model carrying other weights (e.g. ``best_state``)."""
         module = copy.deepcopy(self.module)
         module.load_state_dict(state)
-        return TrainedModel(module.eval(), self.config, self.genes, self.history, self.best_epoch)
+        return TrainedModel(module.eval(), self.config, self.genes, self.history, self.best_epoch,
+                            train_seconds=self.train_seconds, reused=self.reused,
+                            data_fingerprint=self.data_fingerprint, trained_on=self.trained_on)
+
+    def for_prediction(self, config: ScGenConfig) -> "TrainedModel":
+        """This training as ``config`` uses it: the best epoch's weights with ``keep_best``."""
+        if config.keep_best and self.best_state is not None:
+            model = self.with_weights(self.best_state)
+            model.best_state = self.best_state
+        else:
+            model = copy.copy(self)
+        model.config = config
+        return model
 
     @property
     def device(self) -> torch.device:
@@ -138,8 +154,12 @@ class TrainedModel:
                 "subset and order with adata[:, model.genes]"
             )
 
-    def save(self, path: str | Path, epoch: int | None = None) -> Path:
-        """Write weights + config + genes + history atomically (temp file, then rename)."""
+    def save(self, path: str | Path, epoch: int | None = None, with_best: bool = False) -> Path:
+        """Write weights + config + genes + history atomically (temp file, then rename).
+
+        ``with_best`` adds the best validation epoch's weights when that was
+        not the last epoch (the training store keeps both).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -149,7 +169,12 @@ class TrainedModel:
             "history": self.history,
             "epoch": len(self.history) if epoch is None else epoch,
             "best_epoch": self.best_epoch,
+            "train_seconds": self.train_seconds,
+            "device": self.trained_on or self.device.type,
+            "data_fingerprint": self.data_fingerprint,
         }
+        if with_best and self.best_state is not None and self.best_epoch != len(self.history):
+            payload["best_state"] = self.best_state
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         os.close(handle)
         try:
@@ -187,5 +212,13 @@ class TrainedModel:
                 f"checkpoint {path} does not match the architecture its config describes: {error}"
             ) from None
         module.to(pick_device(device)).eval()
-        return cls(module, config, list(payload["genes"]), list(payload.get("history", [])),
-                   payload.get("best_epoch"))
+        model = cls(module, config, list(payload["genes"]), list(payload.get("history", [])),
+                    payload.get("best_epoch"), train_seconds=payload.get("train_seconds"),
+                    data_fingerprint=payload.get("data_fingerprint"),
+                    trained_on=payload.get("device"))
+        best = payload.get("best_state")
+        if best is None and model.best_epoch is not None and model.best_epoch == len(model.history):
+            best = module.state_dict()  # the last epoch was the best
+        if best is not None:
+            model.best_state = {k: v.to(model.device) for k, v in best.items()}
+        return model

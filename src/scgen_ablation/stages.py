@@ -70,16 +70,67 @@ def load_stage(name: str, folder: Path | None = None) -> dict:
         base = ScGenConfig().replace(**stage["config"])
     except (KeyError, ValueError, TypeError) as error:
         raise StageError(f"{where}: config: {error}") from None
-    for group, variants in stage.get("variants", {}).items():  # named config differences
-        if not isinstance(variants, dict):
-            raise StageError(f"{where}: variants.{group} must map names to config changes")
+    stage["variant_groups"] = _variant_groups(stage.get("variants") or {}, where)
+    for group, variants in stage["variant_groups"].items():
         for variant, changes in variants.items():
             try:
-                base.replace(**(changes or {}))
+                base.replace(**changes)
             except (KeyError, ValueError, TypeError) as error:
-                raise StageError(f"{where}: variants.{group}.{variant}: {error}") from None
+                where_in = f"variants.{group}.{variant}" if group else f"variants.{variant}"
+                raise StageError(f"{where}: {where_in}: {error}") from None
     stage["name"] = name
     return stage
+
+
+def _variant_groups(variants: dict, where: str) -> dict[str, dict[str, dict]]:
+    """A stage file's ``variants`` as {group: {name: config changes}}.
+
+    Variants are named config changes (``name: {field: value}``), either listed
+    directly (one group, named "") or in groups (``group: {name: {...}}``),
+    as stage 06 separates prediction from training levers.
+    """
+    def is_changes(value):
+        return value is None or (isinstance(value, dict) and set(value) <= CONFIG_FIELDS)
+
+    if not variants:
+        return {}
+    if all(is_changes(v) for v in variants.values()):
+        return {"": {name: dict(changes or {}) for name, changes in variants.items()}}
+    groups = {}
+    for group, members in variants.items():
+        if not isinstance(members, dict) or not all(is_changes(v) for v in members.values()):
+            raise StageError(f"{where}: variants.{group} must map names to config changes "
+                             f"(config fields: {sorted(CONFIG_FIELDS)[:4]}...)")
+        groups[group] = {name: dict(changes or {}) for name, changes in members.items()}
+    return groups
+
+
+def variants_of(stage: str, parameters: dict | None = None) -> dict[str, dict]:
+    """The variants a stage's notebook runs: {name: config changes over the stage's config}.
+
+    ``parameters`` are the notebook's: ``variants`` (a list of names, None =
+    all) chooses among directly listed variants; in a grouped stage the
+    parameter ``<group>_levers`` chooses that group's (stage 06:
+    ``training_levers``; None = all).  A stage without variants runs one, named
+    after its preset.
+    """
+    definition = load_stage(stage)
+    parameters = {**definition["parameters"], **(parameters or {})}
+    groups = definition["variant_groups"]
+    if not groups:
+        return {parameters.get("preset_name") or "paper": {}}
+    chosen = {}
+    for group, members in groups.items():
+        wanted = parameters.get(f"{group}_levers" if group else "variants")
+        if wanted is None:
+            chosen.update(members)
+            continue
+        unknown = [name for name in wanted if name not in members]
+        if unknown:
+            raise StageError(f"stage {stage}: unknown variant(s) {unknown}; "
+                             f"known: {list(members)}")
+        chosen.update({name: members[name] for name in members if name in wanted})
+    return chosen
 
 
 def load_profiles(path: Path | None = None) -> dict[str, dict]:

@@ -29,7 +29,6 @@ the screen).  The recommended preset is both steps' picks.
 """
 from __future__ import annotations
 
-import time
 from typing import NamedTuple
 
 import anndata as ad
@@ -40,7 +39,7 @@ from .data import resolve_path
 from .experiment import assess, prepare
 from .metrics import HEADLINE_METRICS
 from .stages import load_stage
-from .training import train
+from .store import TrainingStore, train_stored
 
 RANKED_METRICS = HEADLINE_METRICS
 
@@ -53,29 +52,25 @@ TRAINING_LEVERS: dict[str, dict] = {k: v or {} for k, v in _VARIANTS["training"]
 
 def evaluate_prediction_levers(adata: ad.AnnData, config: ScGenConfig,
                                levers: dict[str, dict] = PREDICTION_LEVERS,
-                               callback=None) -> list[dict]:
-    """Train ``config`` once, then score every prediction lever on it.
+                               callback=None, store: TrainingStore | None = None) -> list[dict]:
+    """Train ``config`` once (or load it from ``store``), then score every prediction lever on it.
 
     Returns one row per lever: cell type, seed, lever, metrics (model and baselines).
     """
     split, degs = prepare(adata, config)
-    started = time.perf_counter()
-    model = train(split.train, config.replace(keep_best=False), callback=callback,
-                  progress=False)
-    seconds = time.perf_counter() - started
-    best = model.with_weights(model.best_state) if model.best_state is not None else model
+    model = train_stored(adata, split.train, config.replace(keep_best=False), store,
+                         callback=callback, progress=False)
     rows = []
     for lever, changes in levers.items():
-        variant = config.replace(**changes)
-        result = assess(best if variant.keep_best else model, split, degs, variant)
+        result = assess(model, split, degs, config.replace(**changes))
         rows.append({"cell_type": config.held_out_cell_type, "seed": config.seed,
-                     "lever": lever, "kind": "prediction", "train_seconds": seconds,
-                     "device": model.device.type, **result.metrics})
+                     "lever": lever, "kind": "prediction", "train_seconds": model.train_seconds,
+                     "device": model.trained_on, **result.metrics})
     return rows
 
 
 def evaluate_training_lever(adata: ad.AnnData, config: ScGenConfig, lever: str,
-                            predictions=("paper",)
+                            predictions=("paper",), store: TrainingStore | None = None
                             ) -> list[dict]:
     """Train one training lever (its own model); score it under each named prediction lever.
 
@@ -86,15 +81,14 @@ def evaluate_training_lever(adata: ad.AnnData, config: ScGenConfig, lever: str,
         raise KeyError(f"unknown training lever {lever!r}; known: {list(TRAINING_LEVERS)}")
     split, degs = prepare(adata, config)
     variant = config.replace(**TRAINING_LEVERS[lever])
-    started = time.perf_counter()
-    model = train(split.train, variant, progress=False)
-    seconds = time.perf_counter() - started
+    model = train_stored(adata, split.train, variant, store, progress=False)
     rows = []
     for prediction in predictions:
         result = assess(model, split, degs, variant.replace(**PREDICTION_LEVERS[prediction]))
         rows.append({"cell_type": config.held_out_cell_type, "seed": config.seed,
                      "lever": lever, "kind": "training", "prediction": prediction,
-                     "train_seconds": seconds, "device": model.device.type, **result.metrics})
+                     "train_seconds": model.train_seconds, "device": model.trained_on,
+                     **result.metrics})
     return rows
 
 

@@ -37,7 +37,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from . import plots
-from .data import DATASETS, sha256sum
+from .data import DATASETS, data_checksum, sha256sum
 from .metrics import METRICS
 from .paths import MLRUNS_DIR, PROJECT_ROOT
 
@@ -154,19 +154,6 @@ def git_commit() -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def data_checksum(path: str | Path) -> str:
-    """sha256 of a data file (cached while its size and modification time stay the same)."""
-    if not path or not Path(path).is_file():
-        return "unknown"
-    stat = Path(path).stat()
-    return _checksum(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=None)
-def _checksum(path: str, size: int, mtime_ns: int) -> str:
-    return sha256sum(path)
 
 
 # --- owners: which process a run belongs to, and whether it is still alive -----------

@@ -1,0 +1,270 @@
+"""The converged ablation's record: every stage and variant of a profile, scored, kept as a CSV.
+
+    python -m scgen_ablation.ablation_record --profile full --jobs 12      # what is missing
+    python -m scgen_ablation.ablation_record --import-csv rows.csv          # rows made elsewhere
+    python -m scgen_ablation.ablation_record --report --doc docs/ablation.md README.md
+
+The rows are what the profile's notebooks would log as result runs: one per
+(stage, variant, held-out type, seed), planned exactly as the runner plans
+them (:func:`runner.plan`, :meth:`runner.Job.variant_configs`).  They are
+grouped by training key: each unique training is trained once (or loaded from
+the training store) and every row that needs it is scored on it, in one
+process.  Rows are appended to ``benchmarks/results/ablation_full.csv`` as
+each training finishes, so an interrupted run resumes where it stopped, and
+rows made on another machine (``--out`` there, ``--import-csv`` here) join
+the same record.  Each row is also logged as an MLflow result run unless
+``--no-mlflow``.  ``--report`` rebuilds the tables and figures from the CSV
+alone (``ablation_report``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .paths import PROJECT_ROOT
+
+RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+RECORD = RESULTS_DIR / "ablation_full.csv"
+KEY = ["stage", "variant", "held_out_cell_type", "seed"]
+META = ["training_key", "device", "status", "error", "train_seconds", "epochs_run", "best_epoch",
+        "reused"]
+
+
+def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[dict]:
+    """Every row the profile makes: its key, training key and config."""
+    from .runner import plan, with_checksums
+
+    jobs = with_checksums(plan(profile, stages, profiles_path=profiles,
+                               extra_parameters=parameters or {}))
+    items = []
+    for job in jobs:
+        for variant, config in job.variant_configs():
+            items.append({"stage": job.stage, "variant": variant,
+                          "held_out_cell_type": config.held_out_cell_type, "seed": config.seed,
+                          "training_key": config.training_key(job.data_sha256),
+                          "config": config.to_dict()})
+    return items
+
+
+def pending_units(items: list[dict], done: pd.DataFrame) -> list[list[dict]]:
+    """The rows not in ``done``, grouped by training key (one training each), in plan order."""
+    have = set(done[KEY].astype({"seed": int}).itertuples(index=False)) if len(done) else set()
+    units: dict[str, list[dict]] = {}
+    for item in items:
+        if tuple(item[k] for k in KEY) not in have:
+            units.setdefault(item["training_key"], []).append(item)
+    return list(units.values())
+
+
+def score_unit(unit: list[dict], store=None) -> list[dict]:
+    """Train (or load) the unit's one training, and score each of its rows on it.
+
+    A training whose loss becomes NaN is recorded too (``status`` "diverged",
+    no metrics): it is an outcome of that setting, and a rerun does not retry it.
+    """
+    from .config import ScGenConfig
+    from .data import load_for
+    from .experiment import assess, prepare
+    from .model import pick_device
+    from .store import TrainingStore, train_stored
+
+    configs = [ScGenConfig.from_dict(item["config"]) for item in unit]
+    first = configs[0]
+    adata = load_for(first)
+    split, degs = prepare(adata, first)
+    try:
+        model = train_stored(adata, split.train, first, store or TrainingStore(), progress=False)
+    except FloatingPointError as error:  # a result too: this setting diverged here
+        return [{**{k: item[k] for k in KEY}, "training_key": item["training_key"],
+                 "device": pick_device(first.device).type, "status": "diverged",
+                 "error": str(error)} for item in unit]
+    scored: dict[str, dict] = {}  # identical configs (stage 02 = stage 03 at beta 1) once
+    rows = []
+    for item, config in zip(unit, configs):
+        if config.digest() not in scored:
+            scored[config.digest()] = assess(model, split, degs, config).metrics
+        rows.append({**{k: item[k] for k in KEY}, "training_key": item["training_key"],
+                     "device": model.trained_on, "status": "ok",
+                     "train_seconds": model.train_seconds, "reused": model.reused,
+                     **scored[config.digest()]})
+    return rows
+
+
+class Record:
+    """The CSV, appended to by several threads: rewritten whole (atomically) each time,
+    so rows with new columns (e.g. bootstrap columns) never misalign."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.lock = threading.Lock()
+
+    def read(self) -> pd.DataFrame:
+        return pd.read_csv(self.path) if self.path.exists() else pd.DataFrame(columns=KEY)
+
+    def append(self, rows: list[dict]) -> None:
+        with self.lock:
+            table = pd.concat([self.read(), pd.DataFrame(rows)], ignore_index=True)
+            table = table.drop_duplicates(KEY, keep="last")
+            first = KEY + [c for c in META if c in table]
+            table = table[first + [c for c in table.columns if c not in first]]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            os.close(handle)
+            table.to_csv(temporary, index=False)
+            os.replace(temporary, self.path)
+
+
+def log_rows(rows: list[dict], items: dict, experiment: str, lock: threading.Lock) -> None:
+    """Each row as an MLflow result run ``<stage>-<variant>-<type>-<seed>`` (tag source=record)."""
+    from . import tracking
+    from .config import ScGenConfig
+    from .data import resolve_path
+
+    with lock:
+        for row in rows:
+            item = items.get(tuple(row[k] for k in KEY))
+            name = "-".join(str(row[k]) for k in KEY)
+            tracking.start(experiment=experiment, run_name=name, tags={
+                "stage": str(row["stage"])[:2], "stage_name": row["stage"],
+                "variant": row["variant"], "level": "result", "source": "ablation_record",
+                "training_key": row["training_key"], "device": str(row.get("device", ""))})
+            if item is not None:
+                config = ScGenConfig.from_dict(item["config"])
+                tracking.log_config(config, str(resolve_path(config.dataset)))
+            tracking.log_metrics(digits=4, values={
+                k: v for k, v in row.items() if k not in KEY and isinstance(v, (int, float))
+                and not isinstance(v, bool) and pd.notna(v)})
+            tracking.log_json({k: (None if isinstance(v, float) and pd.isna(v) else v)
+                               for k, v in row.items()}, "scores.json")
+            tracking.finish()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="full")
+    parser.add_argument("--profiles", type=Path, default=None)
+    parser.add_argument("--stages", nargs="*", default=None)
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "YAML_VALUE"), help="as runner -p")
+    parser.add_argument("--out", type=Path, default=RECORD)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="trainings at a time, each in its own process (say 12 on one GPU)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
+    parser.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
+                        help="start no new training after this long (what started finishes)")
+    parser.add_argument("--experiment", default="kang")
+    parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--store", type=Path, default=None, help="the training store's folder")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the number of rows and trainings still to make")
+    parser.add_argument("--import-csv", type=Path, default=None,
+                        help="train nothing: add this CSV's rows that the record lacks")
+    parser.add_argument("--unit", type=Path, default=None,
+                        help="score one training's rows, as written by --write-units")
+    parser.add_argument("--write-units", type=Path, default=None, metavar="FOLDER",
+                        help="train nothing: write each pending training's rows as "
+                             "FOLDER/NNN.json, for --unit on a machine without MLflow "
+                             "(benchmarks/device_record.sh)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: tables and figures from the CSV")
+    parser.add_argument("--figures", type=Path, default=PROJECT_ROOT / "docs" / "figures")
+    parser.add_argument("--doc", type=Path, nargs="*", default=(),
+                        help="with --report: rewrite these markdown files' generated blocks")
+    args = parser.parse_args(argv)
+    if args.store is not None:
+        from .store import ENVIRONMENT_VARIABLE
+        os.environ[ENVIRONMENT_VARIABLE] = str(args.store.resolve())
+    if args.report:
+        from .ablation_report import write_report
+        return write_report(args.out, args.figures, args.doc)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    record = Record(args.out)
+    if args.unit:  # one training's rows, in this process (the pool's workers)
+        record.append(score_unit(json.loads(args.unit.read_text())))
+        return 0
+
+    from .runner import UsageError, parse_parameters
+
+    try:
+        items = wanted(args.profile, args.stages, args.profiles, parse_parameters(args.parameter))
+    except UsageError as error:
+        print(f"ablation_record: {error}", file=sys.stderr)
+        return 2
+    by_key = {tuple(item[k] for k in KEY): item for item in items}
+    lock = threading.Lock()
+    if args.import_csv:
+        rows = pd.read_csv(args.import_csv)
+        have = set(record.read()[KEY].astype({"seed": int}).itertuples(index=False))
+        new = [r for r in rows.to_dict("records") if tuple(r[k] for k in KEY) not in have]
+        record.append(new)
+        if not args.no_mlflow:
+            log_rows(new, by_key, args.experiment, lock)
+        print(f"{len(new)} rows imported into {args.out}")
+        return 0
+    units = pending_units(items, record.read())
+    rows_to_make = sum(len(u) for u in units)
+    print(f"{len(items)} rows in profile {args.profile!r}; {rows_to_make} to make from "
+          f"{len(units)} trainings, {args.jobs} at a time", flush=True)
+    if args.write_units:
+        args.write_units.mkdir(parents=True, exist_ok=True)
+        for index, unit in enumerate(units):
+            (args.write_units / f"{index:03d}.json").write_text(json.dumps(unit, default=str))
+        print(f"{len(units)} units written to {args.write_units}")
+        return 0
+    if args.dry_run or not units:
+        return 0
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="ablation_record_"))
+    finished = []
+
+    def run(indexed):
+        index, unit = indexed
+        if args.stop_after is not None and time.perf_counter() - started > args.stop_after:
+            return None
+        label = f"{unit[0]['stage']} {unit[0]['variant']}, {unit[0]['held_out_cell_type']}, " \
+                f"seed {unit[0]['seed']} ({len(unit)} rows)"
+        if args.jobs == 1:
+            rows = score_unit(unit)
+        else:
+            spec, out = work / f"{index}.json", work / f"{index}.csv"
+            spec.write_text(json.dumps(unit, default=str))
+            command = [sys.executable, "-m", "scgen_ablation.ablation_record", "--unit", str(spec),
+                       "--out", str(out), "--threads", str(args.threads)]
+            processes.run(command, out.with_suffix(".log"))
+            if not out.exists():
+                print(f"FAILED: {label}: see {out.with_suffix('.log')}", flush=True)
+                return None
+            rows = pd.read_csv(out).to_dict("records")
+        record.append(rows)
+        if not args.no_mlflow:
+            log_rows(rows, by_key, args.experiment, lock)
+        finished.append(len(rows))
+        outcome = (f"{rows[0]['train_seconds']:.0f} s on {rows[0]['device']}, r2_mean_all "
+                   f"{rows[0]['r2_mean_all']:.3f}" if rows[0].get("status") == "ok"
+                   else f"{rows[0].get('status')}: {rows[0].get('error')}")
+        print(f"[{len(finished)}/{len(units)}] {label}: {outcome} "
+              f"({time.perf_counter() - started:.0f} s elapsed)", flush=True)
+        return rows
+
+    from .runner import Processes, run_pool
+
+    processes = Processes()
+    run_pool(list(enumerate(units)), run, args.jobs, processes)
+    print(f"{sum(finished)} rows from {len(finished)} trainings appended to {args.out} "
+          f"in {time.perf_counter() - started:.0f} s; logs in {work}")
+    return 0 if len(finished) == len(units) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
