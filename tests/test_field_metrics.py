@@ -1,0 +1,72 @@
+"""The field's metrics (docs/metrics.md) against small examples computed by hand."""
+import numpy as np
+import pytest
+
+from scgen_ablation import metrics
+
+
+def test_pearson_delta_is_the_correlation_of_the_changes_from_control():
+    control = np.zeros((4, 3))
+    truth = np.tile([1.0, 2.0, 3.0], (4, 1))
+    assert metrics.pearson(np.tile([2.0, 4.0, 6.0], (4, 1)).mean(0) - control.mean(0),
+                           truth.mean(0)) == pytest.approx(1.0)
+    assert metrics.pearson([3.0, 2.0, 1.0], [1.0, 2.0, 3.0]) == pytest.approx(-1.0)
+    assert metrics.pearson([0.0, 0.0, 0.0], [1.0, 2.0, 3.0]) == 0.0  # "no change" scores 0
+
+
+def test_energy_distance_by_hand():
+    a, b = np.array([[0.0], [1.0]]), np.array([[3.0], [5.0]])
+    # 2 * mean|a-b| - mean|a-a'| - mean|b-b'| = 2 * (3+5+2+4)/4 - 1 - 2 = 4
+    assert metrics.energy_distance(a, b) == pytest.approx(4.0)
+    assert metrics.energy_distance(b, a) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="at least 2 cells"):
+        metrics.energy_distance(a[:1], b)
+
+
+def test_energy_distance_sees_spread_that_the_means_do_not():
+    rng = np.random.default_rng(0)
+    narrow, wide = rng.normal(0, 0.1, (300, 2)), rng.normal(0, 2.0, (300, 2))
+    same = rng.normal(0, 2.0, (300, 2))
+    assert metrics.energy_distance(narrow, wide) > 10 * abs(metrics.energy_distance(same, wide))
+
+
+@pytest.fixture
+def cells():
+    rng = np.random.default_rng(1)
+    control = rng.gamma(2.0, 1.0, (60, 12))
+    truth = rng.gamma(2.0, 1.0, (60, 12))
+    truth[:, :3] += 4.0  # genes 0-2 respond
+    genes = [f"g{i}" for i in range(12)]
+    return control, truth, genes
+
+
+def test_a_prediction_that_moves_the_true_degs_finds_them(cells):
+    control, truth, genes = cells
+    degs = metrics.ranked_genes(truth, control, genes, 3)
+    assert set(degs) == {"g0", "g1", "g2"}
+    predicted = control.copy()
+    predicted[:, :3] += 4.0
+    scores = metrics.field_scores(predicted, control, truth, genes, degs, n_components=5)
+    assert scores["deg_overlap_top100"] == 1.0 and scores["deg_direction_top100"] == 1.0
+    assert scores["pcc_delta_top100"] == pytest.approx(
+        np.corrcoef(predicted.mean(0)[:3] - control.mean(0)[:3],
+                    truth.mean(0)[:3] - control.mean(0)[:3])[0, 1])
+    assert scores["edistance"] < 0.2  # far closer to the truth than control is (1.0)
+
+
+def test_predicting_no_change_scores_as_control(cells):
+    control, truth, genes = cells
+    degs = metrics.ranked_genes(truth, control, genes, 3)
+    scores = metrics.field_scores(control.copy(), control, truth, genes, degs, n_components=5)
+    assert scores["pcc_delta_all"] == 0.0 and scores["deg_direction_top100"] == 0.0
+    assert scores["edistance"] == pytest.approx(1.0)  # the scale: control vs truth
+
+
+def test_moving_the_wrong_genes_is_caught(cells):
+    control, truth, genes = cells
+    degs = metrics.ranked_genes(truth, control, genes, 3)
+    wrong = control.copy()
+    wrong[:, 3:6] += 4.0  # the same total change, on other genes
+    scores = metrics.field_scores(wrong, control, truth, genes, degs, n_components=5)
+    assert scores["deg_overlap_top100"] == 0.0
+    assert scores["pcc_delta_all"] < 0.2

@@ -1,0 +1,97 @@
+"""The ablation record: the profile's rows, one training each, resumable, and its report."""
+import io
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from scgen_ablation import ablation_record, runner, stages
+
+pytestmark = [pytest.mark.kang]
+
+PROFILE = {"tiny": {
+    "stages": ["01_autoencoder", "02_vae", "03_kl_weighting", "04_balancing"],
+    "held_out": ["NK cells"], "seeds": [0],
+    "parameters": {"dataset": "kang_100genes", "preprocess": True, "epochs": 2, "n_bootstrap": 0,
+                   "n_degs": 20},
+    "stage_parameters": {"03_kl_weighting": {"variants": ["kl_weight=5e-05", "kl_weight=1"]}},
+}}
+
+
+@pytest.fixture
+def profiles(tmp_path):
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump(PROFILE))
+    return path
+
+
+def test_stage_variants_come_from_the_stage_files():
+    assert list(stages.variants_of("03_kl_weighting"))[1] == "kl_weight=5e-05"
+    assert stages.variants_of("04_balancing")["unbalanced delta"] == {"balance_delta": False}
+    assert stages.variants_of("01_autoencoder") == {"paper": {}}  # none: one, the preset's
+    six = stages.variants_of("06_small_data", {"training_levers": ["dropout 0.5"]})
+    assert "dropout 0.5" in six and "ReLU output" not in six and "residual decoding" in six
+    with pytest.raises(stages.StageError, match="unknown variant"):
+        stages.variants_of("03_kl_weighting", {"variants": ["kl_weight=7"]})
+
+
+def test_the_dry_run_counts_every_variants_training_and_the_stored_ones(profiles,
+                                                                         training_store):
+    jobs = runner.with_checksums(runner.plan("tiny", profiles_path=profiles))
+    printed = io.StringIO()
+    runner.dry_run(jobs, printed, store=training_store)
+    count = json.loads(printed.getvalue().strip().splitlines()[-1])
+    # 01: the autoencoder; 02: beta 1 (03's too); 03: beta 5e-5 (04's too); 04: balanced training
+    assert count == {"jobs": 4, "unique_trainings": 4, "stored": 0}
+
+
+def test_the_record_trains_each_training_once_resumes_and_reports(profiles, tmp_path, capsys,
+                                                                   training_store):
+    out = tmp_path / "record.csv"
+    common = ["--profiles", str(profiles), "--profile", "tiny", "--out", str(out), "--no-mlflow"]
+    assert ablation_record.main(common) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 7 and set(table["status"]) == {"ok"}
+    assert len(training_store.keys()) == 4  # seven rows, four trainings
+    printed = io.StringIO()
+    runner.dry_run(runner.with_checksums(runner.plan("tiny", profiles_path=profiles)), printed,
+                   store=training_store)
+    assert json.loads(printed.getvalue().splitlines()[-1])["stored"] == 4
+    shared = table[table["variant"].isin(["kl_weight=5e-05", "unbalanced delta"])]
+    assert shared["training_key"].nunique() == 1 and shared["r2_mean_all"].nunique() == 1
+    for metric in ("r2_mean_all", "pcc_delta_top100", "deg_overlap_top100", "edistance",
+                   "gene_arith_edistance"):
+        assert table[metric].notna().all(), metric
+    # a rerun makes nothing; a lost row is made again, from the stored training
+    capsys.readouterr()
+    assert ablation_record.main(common) == 0
+    assert "0 to make" in capsys.readouterr().out
+    table.iloc[1:].to_csv(out, index=False)
+    assert ablation_record.main(common) == 0
+    again = pd.read_csv(out)
+    assert len(again) == 7 and again["reused"].astype(str).str.lower().eq("true").sum() == 1
+    # rows made elsewhere join the record; the report needs only the CSV
+    other = tmp_path / "other.csv"
+    table.assign(seed=1).to_csv(other, index=False)
+    assert ablation_record.main(common + ["--import-csv", str(other)]) == 0
+    assert len(pd.read_csv(out)) == 14
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- report: ablation-ladder -->\n<!-- /report -->\n")
+    assert ablation_record.main(common + ["--report", "--figures", str(tmp_path),
+                                          "--doc", str(doc)]) == 0
+    ladder = doc.read_text()
+    assert "01 plain autoencoder" in ladder and "gene-space arithmetic" in ladder
+    assert "over 2 held-out runs" in ladder and (tmp_path / "ablation_ladder.png").stat().st_size
+
+
+def test_a_diverged_training_is_recorded_not_retried(profiles, tmp_path, capsys):
+    out = tmp_path / "record.csv"
+    common = ["--profiles", str(profiles), "--profile", "tiny", "--stages", "01_autoencoder",
+              "--out", str(out), "--no-mlflow", "-p", "learning_rate", "1e12"]
+    assert ablation_record.main(common) == 0
+    row = pd.read_csv(out).iloc[0]
+    assert row["status"] == "diverged" and "nan" in row["error"].lower()
+    capsys.readouterr()
+    assert ablation_record.main(common) == 0
+    assert "0 to make" in capsys.readouterr().out
