@@ -35,9 +35,9 @@ def test_selection_never_reads_the_held_out_types_scores(monkeypatch):
     given = []
     real = study.average_ranks
 
-    def spy(table):
+    def spy(table, *metrics):
         given.append(set(table["cell_type"]))
-        return real(table)
+        return real(table, *metrics)
 
     monkeypatch.setattr(study, "average_ranks", spy)
     chosen = study.select_lever(scores, held_out_cell_type="B")
@@ -54,7 +54,7 @@ def test_selection_reads_scores_not_cells():
     import inspect
 
     parameters = inspect.signature(study.select_lever).parameters
-    assert list(parameters) == ["scores", "held_out_cell_type"]
+    assert list(parameters) == ["scores", "held_out_cell_type", "metrics"]  # no cells
     with pytest.raises(ValueError, match="no scores left"):
         study.select_lever(fake_scores()[lambda t: t.cell_type == "A"], held_out_cell_type="A")
 

@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .metrics import BASELINES, FIELD_METRICS, LOWER_IS_BETTER, METRIC_LABELS, METRICS
+from .paths import REFERENCE_RESULTS
 from .study_report import markdown, write_blocks
+
+REFERENCE = "authors' scGen (reference)"
 
 LADDER = {  # (stage, variant) -> what that step adds
     ("01_autoencoder", "paper"): "01 plain autoencoder",
@@ -34,15 +37,34 @@ SHORT = {"r2_mean_all": "R² mean, all", "r2_mean_top100": "R² mean, top-100",
 
 
 def load(csv: Path) -> pd.DataFrame:
+    """The record, in stage order (the stage files' variant order within a stage)."""
     table = pd.read_csv(csv)
+    if "status" not in table:
+        table["status"] = "ok"
     table["run"] = table["held_out_cell_type"] + " · " + table["seed"].astype(str)
-    return table
+    return table.sort_values("stage", kind="stable").reset_index(drop=True)
+
+
+def scored(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows with metrics (a diverged training has none)."""
+    return table[table["status"] == "ok"]
+
+
+def reference_rows() -> pd.DataFrame | None:
+    """The authors' scGen on the same split (../shared/reference; R² only), if present."""
+    if not REFERENCE_RESULTS.exists():
+        return None
+    ref = pd.read_csv(REFERENCE_RESULTS).rename(columns={"cell_type": "held_out_cell_type"})
+    ref["run"] = ref["held_out_cell_type"] + " · " + ref["seed"].astype(str)
+    return ref[["run", "held_out_cell_type", "seed", *METRICS]].assign(method=REFERENCE)
 
 
 def methods(table: pd.DataFrame) -> pd.DataFrame:
-    """Long table: one row per (method, run) for the ladder's steps and the baselines
-    (each baseline scored on the ladder's runs), on the runs every step has."""
+    """Long table: one row per (method, run) for the ladder's steps, the authors' scGen
+    and the baselines (each baseline scored on the ladder's runs), on the runs every
+    step has."""
     rows = []
+    table = scored(table)
     for (stage, variant), label in LADDER.items():
         mine = table[(table["stage"] == stage) & (table["variant"] == variant)]
         rows.append(mine.assign(method=label))
@@ -54,6 +76,9 @@ def methods(table: pd.DataFrame) -> pd.DataFrame:
         columns = {f"{name}_{m}": m for m in (*METRICS, *FIELD_METRICS) if f"{name}_{m}" in first}
         rows.append(first[["run", "held_out_cell_type", "seed", *columns]]
                     .rename(columns=columns).assign(method=label))
+    reference = reference_rows()
+    if reference is not None:
+        rows.insert(len(LADDER), reference[reference["run"].isin(shared)])
     return pd.concat([steps] + rows[len(LADDER):], ignore_index=True)
 
 
@@ -61,7 +86,7 @@ def mean_sd(long: pd.DataFrame, by: str = "method", metrics=SHOWN) -> pd.DataFra
     metrics = [m for m in metrics if m in long]
     grouped = long.groupby(by, sort=False)[metrics]
     mean, sd = grouped.mean(), grouped.std()
-    out = mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)
+    out = (mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)).where(mean.notna(), "—")
     out["runs"] = grouped.size()
     out.columns = [SHORT.get(c, c) for c in out.columns]
     return out
@@ -76,8 +101,11 @@ def ladder_block(table: pd.DataFrame) -> str:
 
 
 def variants_block(table: pd.DataFrame) -> str:
+    """Every (stage, variant) on all its scored runs (not only the runs all share)."""
+    table = scored(table)
     table = table.assign(method=table["stage"] + " · " + table["variant"])
-    return markdown(mean_sd(table))
+    return markdown(mean_sd(table)) + ("\n\nMean ± sd over each variant's own runs (see "
+                                       "the coverage table); ↓: lower is better.")
 
 
 def per_type_block(table: pd.DataFrame, metric: str = "r2_mean_top100") -> str:
@@ -87,13 +115,44 @@ def per_type_block(table: pd.DataFrame, metric: str = "r2_mean_top100") -> str:
     return markdown(wide.round(3)) + f"\n\n{METRIC_LABELS[metric]}, mean over seeds."
 
 
+def rules_block(table: pd.DataFrame) -> str:
+    """Stage 06's prediction levers ranked by the study's rule on R² and by the same rule
+    on the field's metrics (stated in docs/metrics.md before it was applied)."""
+    from .study import (FIELD_RANKED_METRICS, PREDICTION_LEVERS, RANKED_METRICS, average_ranks,
+                        leave_one_type_out, select_lever)
+
+    levers = scored(table)
+    levers = levers[(levers["stage"] == "06_small_data") & levers["variant"].isin(PREDICTION_LEVERS)]
+    if levers.empty:
+        return "(no stage 06 rows in the record)"
+    scores = levers.rename(columns={"held_out_cell_type": "cell_type", "variant": "lever"})
+    order = {lever: i for i, lever in enumerate(PREDICTION_LEVERS)}  # the status quo first
+    scores = scores.sort_values("lever", key=lambda s: s.map(order), kind="stable")
+    ranks = pd.DataFrame({"average rank, R² rule": average_ranks(scores, RANKED_METRICS),
+                          "average rank, field rule": average_ranks(scores, FIELD_RANKED_METRICS)})
+    ranks = ranks.sort_values("average rank, R² rule", kind="stable")
+    lines = [markdown(ranks.round(2).rename_axis("prediction lever"))]
+    for name, metrics in (("R² rule", RANKED_METRICS), ("field rule", FIELD_RANKED_METRICS)):
+        picks = [select_lever(scores, t, metrics) for t in sorted(scores["cell_type"].unique())]
+        lines.append(f"- {name}: picks **{select_lever(scores, metrics=metrics)}** on all seven "
+                     f"types; left-one-type-out picks: "
+                     + ", ".join(f"{p} ×{picks.count(p)}" for p in dict.fromkeys(picks)))
+    runs = scores.groupby("lever").size().min()
+    return "\n".join([lines[0], "", f"On the record's {runs} runs per lever "
+                      f"({scores['cell_type'].nunique()} types × {scores['seed'].nunique()} seeds).",
+                      ""] + lines[1:])
+
+
 def coverage_block(table: pd.DataFrame) -> str:
     counts = table.groupby(["stage", "variant"], sort=False).agg(
-        runs=("run", "nunique"), cell_types=("held_out_cell_type", "nunique"),
+        runs=("run", "nunique"), diverged=("status", lambda s: int((s == "diverged").sum())),
+        cell_types=("held_out_cell_type", "nunique"),
         seeds=("seed", "nunique"), devices=("device", lambda d: ", ".join(sorted(set(map(str, d))))),
         train_s=("train_seconds", "median"), epochs=("epochs_run", "median"))
     counts["train_s"] = counts["train_s"].round(0)
-    return markdown(counts.reset_index())
+    return markdown(counts.reset_index(), index=False) + (
+        "\n\n`runs`: (held-out type, seed) pairs recorded; `diverged`: of those, trainings "
+        "whose loss became NaN (no metrics); `train_s`, `epochs`: medians.")
 
 
 def ladder_figure(table: pd.DataFrame, metrics=("r2_mean_all", "r2_mean_top100", "r2_var_all",
@@ -130,7 +189,8 @@ def write_report(csv: Path, figures: Path, docs=()) -> int:
         raise SystemExit(f"{csv} does not exist: run python -m scgen_ablation.ablation_record first")
     table = load(csv)
     blocks = {"ablation-ladder": ladder_block(table), "ablation-variants": variants_block(table),
-              "ablation-per-type": per_type_block(table), "ablation-coverage": coverage_block(table)}
+              "ablation-per-type": per_type_block(table), "ablation-coverage": coverage_block(table),
+              "field-rule": rules_block(table)}
     for name, block in blocks.items():
         print(f"## {name}\n\n{block}\n")
     figures.mkdir(parents=True, exist_ok=True)

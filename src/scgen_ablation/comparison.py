@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .metrics import BASELINES, METRICS
+from .metrics import BASELINES, FIELD_METRICS, METRICS
 from .paths import REFERENCE_RESULTS
 
 
@@ -80,18 +80,22 @@ def method_order(method: str) -> tuple:
 
 
 def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean (and sd, where there is more than one run) of each R² metric per stage and
-    variant, over the held-out types and seeds that every stage and variant has (column
+    """Mean (and sd, where there is more than one run) of each metric (R², then the
+    field's where logged) per stage and variant, over the held-out types and seeds that every stage and variant has (column
     ``held out``), plus the baselines' rows on the same runs."""
     table = result_runs(runs)
     if table.empty:
         return pd.DataFrame(columns=["method", *METRICS, "runs"])
     table, shared = common_runs(table)
-    columns = {f"metrics.{m}": m for m in METRICS}
+    # R² first; the field's metrics too where the runs have them (runs made before
+    # they existed do not)
+    shown = [m for m in (*METRICS, *FIELD_METRICS) if f"metrics.{m}" in table
+             and table[f"metrics.{m}"].notna().any()]
+    columns = {f"metrics.{m}": m for m in shown}
     rows = [_mean_sd(table, ["method"], columns)]
     rows[0] = rows[0].iloc[sorted(range(len(rows[0])), key=lambda i: method_order(rows[0]["method"][i]))]
     for name, label in BASELINES.items():
-        base_columns = {f"metrics.{name}_{m}": m for m in METRICS}
+        base_columns = {f"metrics.{name}_{m}": m for m in shown}
         if all(c in table for c in base_columns):
             baseline = table.drop_duplicates(["cell_type", "params.seed"]).assign(method=label)
             rows.append(_mean_sd(baseline, ["method"], base_columns))
@@ -107,7 +111,7 @@ def per_cell_type(runs: pd.DataFrame, method: str | None = None) -> pd.DataFrame
     table = result_runs(runs)
     if method is not None:
         table = table[table["method"] == method]
-    columns = {f"metrics.{m}": m for m in METRICS}
+    columns = {f"metrics.{m}": m for m in (*METRICS, *FIELD_METRICS) if f"metrics.{m}" in table}
     return _mean_sd(table, ["method", "cell_type"], columns)
 
 

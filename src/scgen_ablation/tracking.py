@@ -38,20 +38,20 @@ from mlflow.tracking import MlflowClient
 
 from . import plots
 from .data import DATASETS, data_checksum, sha256sum
-from .metrics import METRICS
+from .metrics import FIELD_METRICS, METRICS
 from .paths import MLRUNS_DIR, PROJECT_ROOT
 
 DEFAULT_STORE = MLRUNS_DIR
 T = TypeVar("T")
 # How the MLflow UI shows an experiment: MLflow 3 opens one of unknown kind in its
 # GenAI view; and a shared view (a JSON experiment tag the UI reads) puts the R²
-# metrics, the variant and the held-out type in the runs table's columns.
+# metrics, the field's metrics, the variant and the held-out type in the runs table's columns.
 VIEW_KEY = "r2"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
     VIEW_TAG: json.dumps({
-        "selectedColumns": [f"metrics.`{m}`" for m in METRICS]
+        "selectedColumns": [f"metrics.`{m}`" for m in (*METRICS, *FIELD_METRICS)]
         + [f"tags.`{t}`" for t in ("variant", "held_out_cell_type", "seed", "covers")],
         "orderByKey": "attributes.start_time", "orderByAsc": False}),
 }
