@@ -17,7 +17,7 @@ import pandas as pd
 
 from .metrics import BASELINES, FIELD_METRICS, LOWER_IS_BETTER, METRIC_LABELS, METRICS
 from .paths import REFERENCE_RESULTS
-from .study_report import markdown, write_blocks
+from .study_report import ABLATION_BLOCKS, markdown, write_blocks
 
 REFERENCE = "authors' scGen (reference)"
 
@@ -190,7 +190,7 @@ def write_report(csv: Path, figures: Path, docs=()) -> int:
     table = load(csv)
     blocks = {"ablation-ladder": ladder_block(table), "ablation-variants": variants_block(table),
               "ablation-per-type": per_type_block(table), "ablation-coverage": coverage_block(table),
-              "field-rule": rules_block(table)}
+              "ablation-field-rule": rules_block(table)}
     for name, block in blocks.items():
         print(f"## {name}\n\n{block}\n")
     figures.mkdir(parents=True, exist_ok=True)
@@ -198,5 +198,5 @@ def write_report(csv: Path, figures: Path, docs=()) -> int:
     figure.savefig(figures / "ablation_ladder.png", dpi=120)
     plt.close(figure)
     for doc in docs:
-        write_blocks(Path(doc), blocks)
+        write_blocks(Path(doc), blocks, mine=lambda name: name.startswith(ABLATION_BLOCKS))
     return 0

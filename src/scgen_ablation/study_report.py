@@ -245,13 +245,21 @@ def device_check(training: pd.DataFrame, check: pd.DataFrame) -> str:
             + markdown(table.rename_axis("change")))
 
 
-def write_blocks(doc: Path, blocks: dict[str, str]):
+# The ablation record's report (ablation_report) writes the blocks named so; the
+# study's report writes every other block.  One markdown file can hold both.
+ABLATION_BLOCKS = "ablation-"
+
+
+def write_blocks(doc: Path, blocks: dict[str, str], mine=lambda name: not name.startswith(ABLATION_BLOCKS)):
     """Replace the text between ``<!-- report: NAME -->`` and ``<!-- /report -->``
-    with ``blocks[NAME]``; a marker naming no block is an error."""
+    with ``blocks[NAME]`` for each marker this report owns (``mine(NAME)``); an owned
+    marker naming no block is an error."""
     pattern = re.compile(r"(<!-- report: (\S+) -->\n).*?(<!-- /report -->)", re.DOTALL)
 
     def fill(match):
         name = match.group(2)
+        if not mine(name):
+            return match.group(0)
         if name not in blocks:
             raise KeyError(f"{doc} has a block {name!r} the report does not make; "
                            f"it makes {list(blocks)}")
