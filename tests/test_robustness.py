@@ -396,3 +396,24 @@ def test_a_run_left_open_is_closed_killed_when_the_notebook_starts_again(trackin
     assert client.get_run(first.info.run_id).info.status == "KILLED"
     assert client.get_run(second.info.run_id).info.status == "FINISHED"
     assert client.get_run(second.info.run_id).data.tags["completed"] == "true"
+
+
+@pytest.mark.kang
+def test_the_thread_count_holds_during_training_after_the_deg_ranking():
+    """numba's parallel Wilcoxon (in prepare) resets the OpenMP thread count that torch
+    reads; config.num_threads is applied again where training starts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, scgen_ablation as sa\n"
+        "from scgen_ablation import experiment\n"
+        "seen = []\n"
+        "config = sa.preset('paper', held_out_cell_type='CD4T', epochs=2, num_threads=1)\n"
+        "experiment.run(sa.load('kang'), config, progress=False,\n"
+        "               callback=lambda epoch, record: seen.append(torch.get_num_threads()))\n"
+        "import numba\n"
+        "print(seen, numba.get_num_threads())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[1, 1] 1"

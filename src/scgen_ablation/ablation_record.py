@@ -64,7 +64,7 @@ def pending_units(items: list[dict], done: pd.DataFrame) -> list[list[dict]]:
     return list(units.values())
 
 
-def score_unit(unit: list[dict], store=None) -> list[dict]:
+def score_unit(unit: list[dict], store=None, threads: int | None = None) -> list[dict]:
     """Train (or load) the unit's one training, and score each of its rows on it.
 
     A training whose loss becomes NaN is recorded too (``status`` "diverged",
@@ -77,6 +77,8 @@ def score_unit(unit: list[dict], store=None) -> list[dict]:
     from .store import TrainingStore, train_stored
 
     configs = [ScGenConfig.from_dict(item["config"]) for item in unit]
+    if threads is not None:  # held through DEG ranking and training (training.limit_threads)
+        configs = [config.replace(num_threads=threads) for config in configs]
     first = configs[0]
     adata = load_for(first)
     split, degs = prepare(adata, first)
@@ -186,12 +188,9 @@ def main(argv=None) -> int:
         from .ablation_report import write_report
         return write_report(args.out, args.figures, args.doc)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     record = Record(args.out)
     if args.unit:  # one training's rows, in this process (the pool's workers)
-        record.append(score_unit(json.loads(args.unit.read_text())))
+        record.append(score_unit(json.loads(args.unit.read_text()), threads=args.threads))
         return 0
 
     from .runner import UsageError, parse_parameters
@@ -235,7 +234,7 @@ def main(argv=None) -> int:
         label = f"{unit[0]['stage']} {unit[0]['variant']}, {unit[0]['held_out_cell_type']}, " \
                 f"seed {unit[0]['seed']} ({len(unit)} rows)"
         if args.jobs == 1:
-            rows = score_unit(unit)
+            rows = score_unit(unit, threads=args.threads)
         else:
             spec, out = work / f"{index}.json", work / f"{index}.csv"
             spec.write_text(json.dumps(unit, default=str))

@@ -27,13 +27,15 @@ CHOICES = {
 }
 # smallest allowed value of each count (None allowed where the field says so)
 LOWER_BOUNDS = {"latent_dim": 1, "epochs": 1, "batch_size": 2, "n_degs": 1, "n_top_genes": 1,
-                "n_bootstrap": 0, "seed": 0, "checkpoint_every": 0, "early_stopping_patience": 1}
+                "n_bootstrap": 0, "seed": 0, "checkpoint_every": 0, "early_stopping_patience": 1,
+                "num_threads": 1}
 # fields that do not change the trained weights (given the same data and seed)
 # how a trained model is used; keep_best too: a training keeps both its last and its
 # best epoch's weights (the training store saves both), and keep_best picks one
 PREDICTION_FIELDS = ("keep_best", "balance_delta", "delta_cell_types", "delta_latent",
                      "prediction_mode")
-NOT_TRAINING = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap", "device", "checkpoint_every")
+NOT_TRAINING = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap", "device", "num_threads",
+                "checkpoint_every")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
@@ -70,6 +72,7 @@ class ScGenConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when present, else cpu
     checkpoint_every: int = 0  # epochs between checkpoints; 0 = only at the end
+    num_threads: int | None = None  # CPU threads for torch, numba and BLAS; None: leave as set
 
     # --- prediction ------------------------------------------------------------
     balance_delta: bool = True  # balance cell types before taking delta

@@ -17,7 +17,7 @@ from .data import Split, dense, split_held_out
 from .prediction import predict
 from .model import TrainedModel
 from .store import TrainingStore, train_stored
-from .training import EpochCallback
+from .training import EpochCallback, limit_threads
 
 
 @dataclass
@@ -79,6 +79,7 @@ def assess(model: TrainedModel, split: Split, degs: list[str], config: ScGenConf
 
 def prepare(adata: ad.AnnData, config: ScGenConfig) -> tuple[Split, list[str]]:
     """The hold-out split and the held-out type's top DEGs (checked before any training)."""
+    limit_threads(config.num_threads)
     split = split_held_out(adata, config)
     return split, metrics.top_degs(split, config)
 

@@ -70,8 +70,6 @@ def main(argv=None) -> int:
     unknown = sorted(set(args.only or ()) - set(study.TRAINING_LEVERS))
     if unknown:
         parser.error(f"unknown training lever(s) {unknown}; known: {list(study.TRAINING_LEVERS)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = args.out or RESULTS_DIR / f"small_data_{args.levers}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["cell_type", "seed", "lever"])
@@ -141,7 +139,8 @@ def in_process(todo, args, predictions):
 
     adata = load("kang")
     for seed, cell_type, lever in todo:
-        config = paper_config(cell_type, seed, args.epochs)
+        # held through DEG ranking and training (training.limit_threads)
+        config = paper_config(cell_type, seed, args.epochs).replace(num_threads=args.threads)
         if lever is None:
             yield seed, cell_type, study.evaluate_prediction_levers(adata, config)
         else:

@@ -30,6 +30,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def limit_threads(n: int | None) -> None:
+    """Use ``n`` CPU threads in torch, numba (scanpy's Wilcoxon test) and BLAS/OpenMP.
+
+    Setting torch's alone does not hold: once numba's parallel code has run (in
+    :func:`experiment.prepare`), the shared OpenMP runtime is back at one thread
+    per core.  :func:`train` and :func:`experiment.prepare` call this with
+    ``config.num_threads``; None leaves every setting as it is.
+    """
+    if n is None:
+        return
+    torch.set_num_threads(n)
+    try:
+        import numba
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(n)
+    except ImportError:
+        pass
+
+
 def check_writable(path: Path) -> None:
     """Fail before training, not after it, when a checkpoint could not be written there."""
     if path.is_dir():
@@ -88,6 +111,7 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
     if checkpoint_path is not None:
         check_writable(Path(checkpoint_path))
     seed_everything(config.seed)
+    limit_threads(config.num_threads)
     # Adam's moment estimates for genes whose output stays at zero (a ReLU output)
     # decay into denormal floats, which CPUs handle tens of times slower: flush
     # them to zero (a CPU-only, process-wide setting; their values are < 1e-38)
