@@ -20,7 +20,7 @@ NOTEBOOKS = sorted(runner.NOTEBOOK_DIR.glob("*.ipynb"))
 
 TINY = {
     "stages": ["00_data", "01_autoencoder", "02_vae", "03_kl_weighting", "04_balancing",
-               "05_scgen", "06_small_data", "07_compare"],
+               "05_scgen", "06_small_data", "07_beyond", "08_compare"],
     "held_out": ["CD4T"],
     "seeds": [0],
     "parameters": {"epochs": 1, "n_bootstrap": 2},
@@ -29,6 +29,9 @@ TINY = {
         "05_scgen": {"held_out_cell_types": ["B", "NK"]},
         "06_small_data": {"held_out_cell_types": ["NK"],
                           "training_levers": ["latent 20, width 256"]},
+        "07_beyond": {"held_out_cell_types": ["NK"],
+                      "variants": ["scGen delta", "similarity-weighted delta",
+                                   "PCA · per-cell transport"]},
     },
 }
 
@@ -121,7 +124,7 @@ def test_every_notebook_runs_and_logs_the_named_metrics(ablation_store):
     assert plots == {f"plots/{what}_{metric}.png"
                      for metric in ("r2_mean_all", "r2_mean_top100", "r2_var_all")
                      for what in ("prediction_levers", "training_levers", "per_cell_type")}
-    compare = by_stage["07_compare"][0]
+    compare = by_stage["08_compare"][0]
     assert "ablation_table.csv" in [a.path for a in client.list_artifacts(compare.info.run_id)]
 
 
@@ -132,7 +135,7 @@ def test_executed_notebooks_show_no_warnings_and_their_figures(ablation_store):
         streams = [o for c in cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
         warnings = [o for o in streams if "Warning" in "".join(o["text"])]
         assert not warnings, (job.run_name, "".join(warnings[0]["text"])[:500])
-        if job.stage in ("01_autoencoder", "03_kl_weighting", "05_scgen", "07_compare"):
+        if job.stage in ("01_autoencoder", "03_kl_weighting", "05_scgen", "08_compare"):
             images = [o for c in cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
             assert images, f"{job.run_name} shows no figure"
 
@@ -219,7 +222,7 @@ def test_mlflow_server_on_loopback_serves_the_runners_runs(ablation_store):
         for run in top["runs"]:
             tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
             params = {p["key"] for p in run["data"].get("params", [])}
-            if tags["stage_name"] in ("00_data", "07_compare"):
+            if tags["stage_name"] in ("00_data", "08_compare"):
                 continue
             names = {m["key"] for m in run["data"]["metrics"]}
             assert set(METRICS) <= names, tags["stage_name"]

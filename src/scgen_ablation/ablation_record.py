@@ -83,7 +83,9 @@ def score_unit(unit: list[dict], store=None, threads: int | None = None) -> list
     adata = load_for(first)
     split, degs = prepare(adata, first)
     try:
-        model = train_stored(adata, split.train, first, store or TrainingStore(), progress=False)
+        model = (None if all(config.delta_space == "pca" for config in configs)  # no model used
+                 else train_stored(adata, split.train, first, store or TrainingStore(),
+                                   progress=False))
     except FloatingPointError as error:  # a result too: this setting diverged here
         return [{**{k: item[k] for k in KEY}, "training_key": item["training_key"],
                  "device": pick_device(first.device).type, "status": "diverged",
@@ -93,10 +95,10 @@ def score_unit(unit: list[dict], store=None, threads: int | None = None) -> list
     for item, config in zip(unit, configs):
         if config.digest() not in scored:
             scored[config.digest()] = assess(model, split, degs, config).metrics
+        trained = {"device": model.trained_on, "train_seconds": model.train_seconds,
+                   "reused": model.reused} if model else {"device": "cpu"}
         rows.append({**{k: item[k] for k in KEY}, "training_key": item["training_key"],
-                     "device": model.trained_on, "status": "ok",
-                     "train_seconds": model.train_seconds, "reused": model.reused,
-                     **scored[config.digest()]})
+                     "status": "ok", **trained, **scored[config.digest()]})
     return rows
 
 
@@ -259,7 +261,11 @@ def main(argv=None) -> int:
     from .runner import Processes, run_pool
 
     processes = Processes()
-    run_pool(list(enumerate(units)), run, args.jobs, processes)
+    if args.jobs == 1:  # here, in this thread: Ctrl-C and SIGTERM stop it at once
+        for indexed in enumerate(units):
+            run(indexed)
+    else:
+        run_pool(list(enumerate(units)), run, args.jobs, processes)
     print(f"{sum(finished)} rows from {len(finished)} trainings appended to {args.out} "
           f"in {time.perf_counter() - started:.0f} s; logs in {work}")
     return 0 if len(finished) == len(units) else 1

@@ -24,6 +24,8 @@ CHOICES = {
     "delta_cell_types": ("all", "paired"),
     "delta_latent": ("mean", "sample"),
     "prediction_mode": ("decode", "residual"),
+    "delta_method": ("mean", "similarity", "ridge", "transport"),
+    "delta_space": ("latent", "pca"),
 }
 # smallest allowed value of each count (None allowed where the field says so)
 LOWER_BOUNDS = {"latent_dim": 1, "epochs": 1, "batch_size": 2, "n_degs": 1, "n_top_genes": 1,
@@ -33,7 +35,7 @@ LOWER_BOUNDS = {"latent_dim": 1, "epochs": 1, "batch_size": 2, "n_degs": 1, "n_t
 # how a trained model is used; keep_best too: a training keeps both its last and its
 # best epoch's weights (the training store saves both), and keep_best picks one
 PREDICTION_FIELDS = ("keep_best", "balance_delta", "delta_cell_types", "delta_latent",
-                     "prediction_mode")
+                     "prediction_mode", "delta_method", "delta_space")
 NOT_TRAINING = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap", "device", "num_threads",
                 "checkpoint_every")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
@@ -79,6 +81,11 @@ class ScGenConfig:
     delta_cell_types: str = "all"  # "paired" = only types seen in both conditions
     delta_latent: str = "mean"  # posterior mean mu, or a sample z ~ q(z|x)
     prediction_mode: str = "decode"  # "residual": x_ctrl + dec(z+delta) - dec(z)
+    # one delta for every held-out cell ("mean", scGen's), or a response that depends on
+    # the held-out type's control cells (responses.py); in scGen's latent space or, as a
+    # gene-space twin that needs no model, in the training data's principal components
+    delta_method: str = "mean"
+    delta_space: str = "latent"
 
     # --- evaluation --------------------------------------------------------------
     n_degs: int = 100

@@ -63,17 +63,18 @@ def score_all(split: Split, prediction: np.ndarray, config: ScGenConfig,
     return scores, predictions
 
 
-def assess(model: TrainedModel, split: Split, degs: list[str], config: ScGenConfig) -> Result:
+def assess(model: TrainedModel | None, split: Split, degs: list[str], config: ScGenConfig) -> Result:
     """Predict the held-out type with a trained model and score it (no training).
 
     Stages that change only the prediction (balancing, delta from samples)
-    reuse one trained model through this.
+    reuse one trained model through this.  With ``delta_space="pca"`` no model
+    is used (None will do).
     """
-    model = model.for_prediction(config)
+    model = model.for_prediction(config) if model is not None else None
     prediction = predict(model, split.train, split.ctrl_target, config)
     scores, baseline_predictions = score_all(split, dense(prediction.X), config, degs)
-    scores["epochs_run"] = len(model.history)
-    scores["best_epoch"] = model.best_epoch or 0
+    scores["epochs_run"] = len(model.history) if model else 0
+    scores["best_epoch"] = (model.best_epoch or 0) if model else 0
     return Result(config, split, model, prediction, degs, scores, baseline_predictions)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from .data import balance, check_expression, check_labels, check_names, dense
 from .model import TrainedModel
+from .responses import response
 
 PREDICTED_LABEL = "predicted"
 
@@ -87,16 +88,38 @@ def latent_delta(model: TrainedModel, train: ad.AnnData, config=None) -> np.ndar
     return codes(stim).mean(axis=0) - codes(ctrl).mean(axis=0)
 
 
-def predict(model: TrainedModel, train: ad.AnnData, ctrl_target: ad.AnnData,
+def pca_space(train: ad.AnnData, config, n_components: int = 50):
+    """The gene-space twin of the latent space: the training data's principal components
+    (fitted on the training cells only), as (embed, unembed) functions."""
+    from sklearn.decomposition import PCA
+
+    X = dense(train.X)
+    pca = PCA(n_components=min(n_components, *X.shape) - 1, random_state=config.seed).fit(X)
+    return (lambda adata: pca.transform(dense(adata.X)),
+            lambda z: pca.inverse_transform(z).astype(np.float32))
+
+
+def mean_delta(Z: np.ndarray, train: ad.AnnData, config) -> np.ndarray:
+    """scGen's delta (steps 1-4) on codes ``Z`` of the training cells (any embedding)."""
+    ctrl, stim = delta_sets(train, config, np.random.default_rng(config.seed))
+    return Z[stim].mean(0) - Z[ctrl].mean(0)
+
+
+def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnData,
             config=None) -> ad.AnnData:
     """Predict the stimulated state of ``ctrl_target`` (control cells of the held-out type).
 
     Returns AnnData with the same var as the input, one row per input cell,
     ``obs[condition_key] = "predicted"`` and the delta in ``uns["delta"]``.
     ``prediction_mode="residual"`` adds the decoded change to each control
-    cell instead of decoding the cell itself.
+    cell instead of decoding the cell itself.  ``delta_method`` other than
+    "mean" makes the response depend on the held-out type (responses.py);
+    ``delta_space="pca"`` does all of it in principal components instead of
+    the model's latent space (the model is then not used).
     """
     config = config or model.config
+    if model is None and config.delta_space != "pca":
+        raise ValueError("a model is needed unless delta_space='pca'")
     if ctrl_target.n_obs == 0:
         raise ValueError("no control cells to predict from")
     # as strict as training: NaN, raw counts or un-logged values give nonsense, not errors
@@ -104,14 +127,31 @@ def predict(model: TrainedModel, train: ad.AnnData, ctrl_target: ad.AnnData,
     check_expression(train.X, "training cells that define delta (train.X)")
     for adata in (ctrl_target, train):
         check_names(adata)
-        model.check_genes(adata)
+        if model is not None:
+            model.check_genes(adata)
     for key in (config.condition_key, config.cell_type_key):
         check_labels(train, key)
-    delta = latent_delta(model, train, config)
-    mu, _ = encode(model, ctrl_target)
-    shifted = decode(model, mu + delta)
+    if config.delta_space == "pca":
+        embed, unembed = pca_space(train, config)
+    else:
+        def embed(adata):
+            return encode(model, adata)[0]
+
+        def unembed(z):
+            return decode(model, z)
+    mu = embed(ctrl_target)
+    if config.delta_method == "mean":
+        delta = (latent_delta(model, train, config) if config.delta_space == "latent"
+                 else mean_delta(embed(train), train, config))
+    else:  # a response that depends on the held-out type (responses.py)
+        rng = np.random.default_rng(config.seed)
+        delta = response(config.delta_method, embed(train),
+                         train.obs[config.cell_type_key].astype(str).to_numpy(),
+                         train.obs[config.condition_key].astype(str).to_numpy(), mu,
+                         config.control_label, config.stimulated_label, rng)
+    shifted = unembed(mu + delta)
     if config.prediction_mode == "residual":
-        shifted = dense(ctrl_target.X) + shifted - decode(model, mu)
+        shifted = dense(ctrl_target.X) + shifted - unembed(mu)
     obs = pd.DataFrame(ctrl_target.obs.copy())
     obs[config.condition_key] = PREDICTED_LABEL
     obs.index = [f"{name}-{PREDICTED_LABEL}" for name in ctrl_target.obs_names]
