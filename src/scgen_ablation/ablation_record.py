@@ -46,7 +46,10 @@ def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[di
                                extra_parameters=parameters or {}))
     items = []
     for job in jobs:
+        preset_name = job.parameters.get("preset_name") or "paper"
         for variant, config in job.variant_configs():
+            if preset_name != "paper" and variant != preset_name:  # e.g. -p preset_name recommended
+                variant = f"{variant} ({preset_name})"
             items.append({"stage": job.stage, "variant": variant,
                           "held_out_cell_type": config.held_out_cell_type, "seed": config.seed,
                           "training_key": config.training_key(job.data_sha256),
@@ -251,9 +254,12 @@ def main(argv=None) -> int:
         if not args.no_mlflow:
             log_rows(rows, by_key, args.experiment, lock)
         finished.append(len(rows))
-        outcome = (f"{rows[0]['train_seconds']:.0f} s on {rows[0]['device']}, r2_mean_all "
-                   f"{rows[0]['r2_mean_all']:.3f}" if rows[0].get("status") == "ok"
-                   else f"{rows[0].get('status')}: {rows[0].get('error')}")
+        first = rows[0]
+        trained = (f"{first['train_seconds']:.0f} s on {first['device']}"
+                   if pd.notna(first.get("train_seconds", float("nan"))) else "no training")
+        outcome = (f"{trained}, r2_mean_all {first['r2_mean_all']:.3f}"
+                   if first.get("status") == "ok"
+                   else f"{first.get('status')}: {first.get('error')}")
         print(f"[{len(finished)}/{len(units)}] {label}: {outcome} "
               f"({time.perf_counter() - started:.0f} s elapsed)", flush=True)
         return rows

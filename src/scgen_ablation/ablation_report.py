@@ -143,6 +143,79 @@ def rules_block(table: pd.DataFrame) -> str:
                       ""] + lines[1:])
 
 
+BEYOND = "07_beyond"
+TOLERANCE = 1e-6  # "at least": equal up to float rounding (a constant shift keeps the variance)
+
+
+def beyond_block(table: pd.DataFrame) -> str:
+    """Stage 07's variants with the baselines, each over its own runs."""
+    rows = scored(table)
+    rows = rows[rows["stage"] == BEYOND]
+    if rows.empty:
+        return "(no stage 07 rows in the record yet)"
+    long = [rows.assign(method=rows["variant"])]
+    for name, label in BASELINES.items():
+        columns = {f"{name}_{m}": m for m in (*METRICS, *FIELD_METRICS)}
+        base = rows.drop_duplicates(["held_out_cell_type", "seed"])
+        long.append(base[["run", "held_out_cell_type", "seed", *columns]].rename(columns=columns)
+                    .assign(method=label))
+    reference = reference_rows()
+    if reference is not None:
+        long.append(reference[reference["run"].isin(set(rows["run"]))])
+    return markdown(mean_sd(pd.concat(long, ignore_index=True)))
+
+
+def beyond_per_type_block(table: pd.DataFrame, metric: str = "r2_mean_top100") -> str:
+    rows = scored(table)
+    rows = rows[rows["stage"] == BEYOND]
+    if rows.empty:
+        return "(no stage 07 rows in the record yet)"
+    wide = rows.pivot_table(index="variant", columns="held_out_cell_type", values=metric,
+                            sort=False)
+    wide.loc["gene-space arithmetic"] = rows.groupby("held_out_cell_type")[f"gene_arith_{metric}"].mean()
+    reference = reference_rows()
+    if reference is not None and metric in reference:
+        wide.loc[REFERENCE] = reference.groupby("held_out_cell_type")[metric].mean()
+    seeds = rows.groupby("variant")["seed"].nunique()
+    wide["seeds"] = seeds.reindex(wide.index)
+    return markdown(wide.round(3)) + f"\n\n{METRIC_LABELS[metric]}, mean over the seeds shown."
+
+
+def beyond_goal_block(table: pd.DataFrame) -> str:
+    """Issue #18's goal, per variant: on every held-out type (mean over its seeds), mean R²
+    (all genes, top-100) at least the reference's and gene-space arithmetic's; variance R²
+    at least gene-space arithmetic's on average; r of change (top-100) above every
+    baseline's."""
+    rows = scored(table)
+    rows = rows[rows["stage"] == BEYOND]
+    if rows.empty:
+        return "(no stage 07 rows in the record yet)"
+    reference = reference_rows()
+    ref = reference.groupby("held_out_cell_type")[list(METRICS)].mean() if reference is not None else None
+    lines = []
+    for variant, mine in rows.groupby("variant", sort=False):
+        per_type = mine.groupby("held_out_cell_type").mean(numeric_only=True)
+        misses = []
+        for cell_type, r in per_type.iterrows():
+            for metric in ("r2_mean_all", "r2_mean_top100"):
+                bars = [r[f"gene_arith_{metric}"]]
+                if ref is not None and cell_type in ref.index:
+                    bars.append(ref.loc[cell_type, metric])
+                if r[metric] < max(bars) - TOLERANCE:
+                    misses.append(f"{cell_type} {SHORT[metric]} {r[metric]:.3f} < {max(bars):.3f}")
+            best = max(r[f"{b}_pcc_delta_top100"] for b in BASELINES)
+            if not r["pcc_delta_top100"] > best + TOLERANCE:
+                misses.append(f"{cell_type} r of change {r['pcc_delta_top100']:.3f} ≤ {best:.3f}")
+        if per_type["r2_var_all"].mean() < per_type["gene_arith_r2_var_all"].mean() - TOLERANCE:
+            misses.append(f"variance R² on average {per_type['r2_var_all'].mean():.3f} < "
+                          f"{per_type['gene_arith_r2_var_all'].mean():.3f}")
+        seeds = ", ".join(map(str, sorted(mine["seed"].unique())))
+        lines.append(f"- **{variant}** ({len(per_type)} types, seeds {seeds}): "
+                     + ("every bar met" if not misses else f"{len(misses)} missed: "
+                        + "; ".join(misses)))
+    return "\n".join(lines)
+
+
 def coverage_block(table: pd.DataFrame) -> str:
     counts = table.groupby(["stage", "variant"], sort=False).agg(
         runs=("run", "nunique"), diverged=("status", lambda s: int((s == "diverged").sum())),
@@ -190,7 +263,9 @@ def write_report(csv: Path, figures: Path, docs=()) -> int:
     table = load(csv)
     blocks = {"ablation-ladder": ladder_block(table), "ablation-variants": variants_block(table),
               "ablation-per-type": per_type_block(table), "ablation-coverage": coverage_block(table),
-              "ablation-field-rule": rules_block(table)}
+              "ablation-field-rule": rules_block(table), "ablation-beyond": beyond_block(table),
+              "ablation-beyond-per-type": beyond_per_type_block(table),
+              "ablation-beyond-goal": beyond_goal_block(table)}
     for name, block in blocks.items():
         print(f"## {name}\n\n{block}\n")
     figures.mkdir(parents=True, exist_ok=True)
