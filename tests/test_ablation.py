@@ -91,12 +91,13 @@ def test_every_notebook_runs_and_logs_the_named_metrics(ablation_store):
     results = [r for r in runs if r.data.tags.get("level") == "result"]
     # 01, 02: one each; 03: two betas; 04: three variants; 05: two cell types;
     # 06: every prediction lever on one cell type, then one training lever scored under
-    # the paper's prediction and under step 1's pick (one run when the pick is "paper")
+    # the paper's prediction and under step 1's pick (one run when the pick is "paper");
+    # 07: three variants on one cell type
     lever_runs = [r for r in results
                   if r.data.tags.get("variant", "").startswith("latent 20, width 256")]
     assert lever_runs and len(lever_runs) <= 2
     assert {r.data.params["latent_dim"] for r in lever_runs} == {"20"}
-    assert len(results) == 1 + 1 + 2 + 3 + 2 + len(PREDICTION_LEVERS) + len(lever_runs)
+    assert len(results) == 1 + 1 + 2 + 3 + 2 + len(PREDICTION_LEVERS) + len(lever_runs) + 3
     for run in results:
         for metric in METRICS:
             assert 0.0 <= run.data.metrics[metric] <= 1.0
