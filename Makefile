@@ -1,6 +1,7 @@
 # Two commands do everything (see README):
 #   make ablation   set up, then run the main job (the quick ablation on the Kang split)
-#   make test       set up, then run the test suite
+#   make test       set up (with Ray), then run the test suite
+#   make setup-ray  the optional Ray executor (runner --executor ray): setup plus '.[ray]'
 PYTHON ?= python3
 VENV ?= .venv
 # CPU build by default. GPU users: make setup TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"
@@ -11,7 +12,7 @@ PY := $(VENV)/bin/python
 # the kernel every committed notebook names (tests/test_ablation.py checks they agree)
 KERNEL_NAME := Python 3 (scgen-ablation)
 
-.PHONY: setup ablation test ui lab benchmark reference-env benchmark-reference benchmark-reference-quick clean
+.PHONY: setup setup-ray ablation test ui lab benchmark reference-env benchmark-reference benchmark-reference-quick clean
 
 setup: $(VENV)/.installed
 
@@ -25,10 +26,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "$(KERNEL_NAME)"
 	touch $@
 
+# Ray goes in with the same torch constraint, so it can never swap the torch build
+setup-ray: $(VENV)/.installed-ray
+
+$(VENV)/.installed-ray: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -c $(VENV)/torch-pin.txt -e '.[dev,ray]'
+	touch $@
+
 ablation: setup
 	$(PY) -m scgen_ablation.runner --profile $(PROFILE) --jobs $(JOBS)
 
-test: setup
+test: setup setup-ray
 	@$(PY) -m pytest tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; \
 	exit $$status

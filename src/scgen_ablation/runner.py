@@ -32,6 +32,11 @@ preset -> stage file ``config`` -> profile (``parameters``, then
 ``stage_parameters``) -> ``-p`` -> ``-p overrides``.  A ``-p`` that is
 neither a parameter of a notebook nor a config field is an error (exit 2)
 before any run is made.
+
+Jobs run as child processes of the runner (``--executor local``, the
+default) or as Ray tasks (``--executor ray``, after ``make setup-ray``):
+:func:`open_executor` swaps the processes that :func:`run_pool` runs commands
+with, and for Ray serves a local SQLite store through an MLflow server.
 """
 from __future__ import annotations
 
@@ -412,16 +417,358 @@ def run_pool(items: list, work, parallel: int, processes: Processes) -> list:
     return [future.result() for future in futures]  # a bug in ``work`` does not pass silently
 
 
+# --- the Ray executor: the same interface as Processes, the jobs run as Ray tasks ---------
+
+EXECUTORS = ("local", "ray")
+# what Ray sets on a worker for the devices it gave the task: the job gets the worker's
+# values, never the runner's
+DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+
+
+def _ray_task():
+    """The function a Ray task runs: ``command`` as a child of the worker, output to ``log``.
+
+    Built in here so that Ray ships it by value: a worker runs it with the standard
+    library only, without importing this package (and torch) first.  The child runs
+    in its own session and is killed by the kernel when the worker dies (killed,
+    force-cancelled, its node lost); a plain ``ray.cancel`` arrives as
+    KeyboardInterrupt and stops the child's process group (SIGTERM, then SIGKILL).
+    """
+    def run(command: list[str], log: str, kwargs: dict, threads: int, device_variables,
+            grace: float = 10.0) -> int:
+        import ctypes
+        import os
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        def die_with_worker():
+            if sys.platform.startswith("linux"):
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+        env = dict(kwargs.pop("env", None) or os.environ)
+        for name in device_variables:  # the devices Ray gave this task
+            env.pop(name, None)
+            if name in os.environ:
+                env[name] = os.environ[name]
+        env.setdefault("OMP_NUM_THREADS", str(threads))  # as many threads as CPUs reserved
+        with open(log, "w") as log_file:
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       preexec_fn=die_with_worker, env=env, **kwargs)
+            try:
+                while True:  # a timed wait, so that a cancel (KeyboardInterrupt) gets through
+                    try:
+                        return process.wait(timeout=0.5)
+                    except subprocess.TimeoutExpired:
+                        pass
+            except BaseException:
+                for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                    try:
+                        os.killpg(process.pid, sig)
+                    except ProcessLookupError:
+                        break
+                    deadline = time.time() + wait
+                    while process.poll() is None and time.time() < deadline:
+                        time.sleep(0.1)
+                    if process.poll() is not None:
+                        break
+                raise
+    return run
+
+
+def import_ray():
+    """Ray, or a UsageError that says how to install it."""
+    try:
+        import ray
+    except ImportError as error:
+        raise UsageError(f"--executor ray needs Ray, which is not installed ({error}); install "
+                         "it with `make setup-ray` (pip install -e '.[ray]' with the torch "
+                         "constraint)") from None
+    return ray
+
+
+def _check_address(address: str) -> None:
+    """A HOST:PORT address (bare or ray://) must at least accept a connection: a GCS
+    address that does not answer would otherwise keep ``ray.init`` waiting for minutes."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address!r} is not 'auto', HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as error:
+        raise UsageError(f"--address {address!r}: no Ray cluster answers there ({error}); "
+                         "start one (ray start --head) or check the address") from None
+
+
+class RayProcesses:
+    """:class:`Processes` on a Ray cluster: each command runs as a Ray task.
+
+    ``run`` submits a task that reserves ``cpus`` CPUs and ``gpus`` GPUs (a
+    fraction lets several small trainings share one GPU), runs the command on
+    the worker as a child process with output to ``log``, and returns its exit
+    code; -1 when the task itself failed (its worker or node died), the reason
+    appended to the log; None if stopping.  Tasks are never retried by Ray: a
+    job whose worker died is closed FAILED and runs again on the next runner.
+    ``stop`` cancels the live tasks (KeyboardInterrupt in the task, which stops
+    its command; after ``grace`` s the workers are killed) and starts no new one.
+
+    ``address``: None starts a private local Ray instance (all of this
+    machine's CPUs and GPUs) that ends with :meth:`shutdown`; ``'auto'`` joins
+    the cluster that ``ray start`` runs on this machine; ``ray://HOST:PORT``
+    connects through Ray Client.
+    """
+
+    def __init__(self, address: str | None = None, cpus: float = 1, gpus: float = 0):
+        import logging
+
+        if not cpus > 0 or not gpus >= 0:
+            raise UsageError(f"--cpus-per-job must be > 0 and --gpus-per-job >= 0, got {cpus} "
+                             f"and {gpus}")
+        ray = self.ray = import_ray()
+        self.cpus, self.gpus, self.address = cpus, gpus, address
+        self.stopping = threading.Event()
+        self._live: set = set()
+        self._lock = threading.Lock()
+        self.owns_ray = False
+        if not ray.is_initialized():
+            options = dict(logging_level=logging.WARNING, log_to_driver=False)
+            if address is None:  # our own instance, only as big as this machine
+                options.update(address="local", include_dashboard=False)
+            else:
+                _check_address(address)
+                options.update(address=address)
+            try:
+                ray.init(**options)
+            except Exception as error:
+                where = f"--address {address!r}" if address else "a local Ray instance"
+                raise UsageError(f"{where}: could not start or connect to Ray "
+                                 f"({type(error).__name__}: {error})") from None
+            self.owns_ray = True
+        resources = ray.cluster_resources()
+        for name, wanted, flag in (("CPU", cpus, "--cpus-per-job"), ("GPU", gpus, "--gpus-per-job")):
+            if wanted and resources.get(name, 0) < wanted:
+                self.shutdown()
+                raise UsageError(f"{flag} {wanted:g}: the Ray cluster has {resources.get(name, 0):g} "
+                                 f"{name}(s) in all; no job could ever start")
+        self._task = ray.remote(max_retries=0)(_ray_task())
+
+    def capacity(self) -> int:
+        """How many jobs the cluster runs at once with these resources per job."""
+        resources = self.ray.cluster_resources()
+        n = int(resources.get("CPU", 0) // self.cpus)
+        if self.gpus:
+            n = min(n, int(resources.get("GPU", 0) // self.gpus))
+        return max(1, n)
+
+    def on_this_host(self) -> bool:
+        """Whether every node of the cluster is this machine (and we are not a Ray Client)."""
+        ray = self.ray
+        if ray.util.client.ray.is_connected():
+            return False
+        here = ray.util.get_node_ip_address()
+        return all(node["NodeManagerAddress"] == here for node in ray.nodes() if node["Alive"])
+
+    def run(self, command: list[str], log: Path, **kwargs) -> int | None:
+        """Run ``command`` as a Ray task with output to ``log``; its exit code, -1 if the task
+        failed, None if stopping."""
+        ray = self.ray
+        if self.stopping.is_set():
+            return None
+        threads = max(1, int(self.cpus))
+        ref = self._task.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
+            [str(part) for part in command], str(log), kwargs, threads, DEVICE_VARIABLES)
+        with self._lock:
+            self._live.add(ref)
+        try:
+            while not ray.wait([ref], timeout=1.0)[0]:
+                pass
+            return ray.get(ref)
+        except ray.exceptions.RayError as error:
+            if self.stopping.is_set():
+                return None
+            with contextlib.suppress(OSError), open(log, "a") as log_file:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                print(f"\n[runner] the Ray task failed: {type(error).__name__}: {reason}",
+                      file=log_file)
+            return -1
+        finally:
+            with self._lock:
+                self._live.discard(ref)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Cancel every live task (the command is stopped); force after ``grace`` s."""
+        self.stopping.set()
+        with self._lock:
+            live = list(self._live)
+        if not live:
+            return
+        for ref in live:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=False)
+        _, left = self.ray.wait(live, num_returns=len(live), timeout=grace + 5)
+        for ref in left:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+
+    def shutdown(self) -> None:
+        """End the Ray instance we started, or leave the cluster we joined (a Ray that was
+        already initialised in this process is left alone)."""
+        if self.owns_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def make_processes(executor: str = "local", address: str | None = None, cpus: float = 1,
+                   gpus: float = 0) -> Processes | RayProcesses:
+    """The processes of an executor: ``local`` (the default, child processes of this one) or
+    ``ray`` (Ray tasks, see :class:`RayProcesses`); both go to :func:`run_pool` alike.
+    Raises :class:`UsageError` for an unknown executor, Ray missing or unreachable."""
+    if executor == "local":
+        if address is not None or cpus != 1 or gpus != 0:
+            raise UsageError("--address, --cpus-per-job and --gpus-per-job are for "
+                             "--executor ray")
+        return Processes()
+    if executor == "ray":
+        return RayProcesses(address, cpus, gpus)
+    raise UsageError(f"unknown executor {executor!r}; executors: {list(EXECUTORS)}")
+
+
+# the tracking server's guard: ends the server's whole process group when the runner is
+# gone, even killed outright (the server forks workers that PR_SET_PDEATHSIG would miss)
+_SERVER_GUARD = """
+import os, signal, subprocess, sys, time
+runner, server = int(sys.argv[1]), subprocess.Popen(sys.argv[2:])
+while server.poll() is None:
+    if os.getppid() != runner:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(0, signal.SIGTERM)
+        time.sleep(10)
+        os.killpg(0, signal.SIGKILL)
+    time.sleep(0.5)
+sys.exit(server.returncode)
+"""
+
+
+class TrackingServer:
+    """An MLflow server on 127.0.0.1 over a local store, so that jobs on Ray workers log
+    through it instead of writing the SQLite file themselves.
+
+    Backend: the store's database; artifacts: the store's ``artifacts/`` folder,
+    both as the default root of new experiments and as the destination of
+    proxied uploads, so a run's files land where the local executor puts them.
+    Its log goes to ``log``.  It ends with :meth:`stop`, and with the runner
+    even when the runner is killed (a guard process watches it).
+    """
+
+    def __init__(self, store_uri: str, log: Path):
+        import socket
+
+        if not store_uri.startswith("sqlite:///"):
+            raise UsageError(f"the Ray executor serves a local SQLite store through an MLflow "
+                             f"server; {store_uri!r} is not one: pass --tracking-uri http://…")
+        database = Path(store_uri[len("sqlite:///"):])
+        artifacts = (database.parent / "artifacts").resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:  # a free port (taken again at once by the server)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.uri, self.log = f"http://127.0.0.1:{port}", Path(log)
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
+                   "--default-artifact-root", artifacts.as_uri(), "--serve-artifacts",
+                   "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1",
+                   "--port", str(port), "--workers", "1"]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "w") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _SERVER_GUARD, str(os.getpid()), *command], env=env,
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+
+    def wait_until_ready(self, timeout: float = 180.0) -> str:
+        """Block until the server answers on /health; its URI."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                tracking.check_reachable(self.uri, timeout=2)
+                return self.uri
+            except ConnectionError:
+                if self.process.poll() is not None or time.time() > deadline:
+                    tail = self.log.read_text(errors="replace")[-2000:]
+                    self.stop()
+                    raise RuntimeError(f"the MLflow server for the Ray jobs did not start "
+                                       f"(log {self.log}):\n{tail}") from None
+                time.sleep(0.5)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to the server's process group, SIGKILL after ``grace`` s."""
+        group = self.process.pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.time() + grace
+            while time.time() < deadline:
+                self.process.poll()  # reap the guard
+                try:
+                    os.killpg(group, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
+        self.process.poll()
+
+
+@contextlib.contextmanager
+def open_executor(executor: str = "local", uri: str | None = None, address: str | None = None,
+                  cpus: float = 1, gpus: float = 0, server_log: Path | None = None):
+    """``(processes, uri for the jobs)``, closed on exit (also on error or signal).
+
+    Local: :class:`Processes`, and the jobs log to ``uri`` itself.  Ray: Ray
+    tasks (:class:`RayProcesses`), and over a local SQLite store an MLflow
+    server (:class:`TrackingServer`) whose http URI the jobs get; an http
+    ``uri`` is passed on as it is.  A cluster beyond this machine cannot reach
+    a server on 127.0.0.1: there a SQLite store is refused (pass an http URI).
+    """
+    uri = tracking.tracking_uri(uri)
+    with contextlib.ExitStack() as stack:
+        serve = executor == "ray" and not uri.startswith(("http://", "https://"))
+        server = None
+        if serve:  # started first: it comes up while Ray does
+            import_ray()
+            server = TrackingServer(uri, server_log or RUN_DIR / "mlflow-server.log")
+            stack.callback(server.stop)
+        processes = make_processes(executor, address, cpus, gpus)
+        if isinstance(processes, RayProcesses):
+            stack.callback(processes.shutdown)
+            if server is not None and not processes.on_this_host():
+                raise UsageError("the Ray cluster reaches beyond this machine, where the MLflow "
+                                 "server on 127.0.0.1 cannot be reached: start a tracking server "
+                                 "the workers reach and pass --tracking-uri http://HOST:PORT")
+        job_uri = server.wait_until_ready() if server is not None else uri
+        if server is not None:
+            print(f"[runner] Ray jobs log through the MLflow server {job_uri} (store {uri}; "
+                  f"its log: {server.log})", flush=True)
+        yield processes, job_uri
+
+
 class Context:
     """What every job of one runner shares: the store, the output folder, the live processes."""
 
-    def __init__(self, uri: str, experiment: str, out_dir: Path, profile: str, force: bool):
+    def __init__(self, uri: str, experiment: str, out_dir: Path, profile: str, force: bool,
+                 processes: Processes | RayProcesses | None = None, job_uri: str | None = None):
         self.uri, self.experiment, self.out_dir, self.profile = uri, experiment, out_dir, profile
         self.force = force
         self.experiment_id = tracking.setup(uri, experiment)
         self.client = MlflowClient(uri)
         self.claims = claims_dir(uri, out_dir)
-        self.processes = Processes()
+        self.processes = processes or Processes()
+        self.job_uri = job_uri or uri  # what the notebooks log to (a server's, on Ray)
 
 
 def execute(job: Job, ctx: Context) -> Job:
@@ -466,7 +813,7 @@ def run_and_close(job: Job, ctx: Context) -> None:
         job.output = ctx.out_dir / job.stage / f"{job.run_name}.ipynb"
         job.output.parent.mkdir(parents=True, exist_ok=True)
         log = job.output.with_suffix(".log")
-        parameters = {**job.parameters, "mlflow_tracking_uri": ctx.uri,
+        parameters = {**job.parameters, "mlflow_tracking_uri": ctx.job_uri,
                       "mlflow_experiment": ctx.experiment, "mlflow_run_id": job.run_id}
         command = [sys.executable, "-m", "papermill", str(job.notebook), str(job.output),
                    "-y", yaml.safe_dump(parameters), "--cwd", str(NOTEBOOK_DIR), "-k", "python3",
@@ -582,16 +929,19 @@ def summary_table(jobs: list[Job]) -> pd.DataFrame:
 
 def run_jobs(jobs: list[Job], *, uri: str | None = None, experiment: str = "kang",
              jobs_in_parallel: int = 1, force: bool = False, out_dir: Path = RUN_DIR,
-             profile: str = "custom") -> list[Job]:
+             profile: str = "custom", processes: Processes | RayProcesses | None = None,
+             job_uri: str | None = None) -> list[Job]:
     """Execute ``jobs`` (``jobs_in_parallel`` at a time; ``last`` ones after the rest).
 
     Closes the store's orphaned runs first.  On Ctrl-C, SIGTERM or SIGHUP the
     papermill processes are stopped, their runs closed KILLED, and the
-    interruption re-raised.
+    interruption re-raised.  ``processes`` and ``job_uri`` (the tracking URI
+    the notebooks get; default ``uri``) come from :func:`open_executor`; by
+    default the jobs run as local processes.
     """
     uri = tracking.tracking_uri(uri)
     with_checksums(jobs)
-    ctx = Context(uri, experiment, Path(out_dir), profile, force)
+    ctx = Context(uri, experiment, Path(out_dir), profile, force, processes, job_uri)
     closed = tracking.close_orphans(uri)
     if closed:
         print(f"[runner] closed {len(closed)} run(s) left open by processes that no longer "
@@ -631,7 +981,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=Path, default=None,
                         help="profiles file (default: ablation/profiles.yaml)")
     parser.add_argument("--stages", nargs="*", help="only these stages (default: the profile's)")
-    parser.add_argument("--jobs", type=int, default=1, help="notebooks run in parallel")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="notebooks run in parallel (default: 1; with --executor ray, as "
+                             "many as the cluster's CPUs and GPUs fit)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: child processes of the runner (default); ray: Ray tasks "
+                             "(needs `make setup-ray`)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster: 'auto' (the one `ray start` runs here), HOST:PORT or "
+                             "ray://HOST:PORT (default: a private local Ray instance)")
+    parser.add_argument("--cpus-per-job", type=float, default=1,
+                        help="CPUs each Ray task reserves (and its torch threads); default 1")
+    parser.add_argument("--gpus-per-job", type=float, default=0,
+                        help="GPUs each Ray task reserves; a fraction shares one GPU; default 0")
     parser.add_argument("--force", action="store_true", help="rerun jobs already finished")
     parser.add_argument("--dry-run", action="store_true",
                         help="print each job's effective config as a JSON line; run nothing")
@@ -644,7 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        if args.jobs < 1:
+        if args.jobs is not None and args.jobs < 1:
             raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
         jobs = with_checksums(plan(args.profile, args.stages, profiles_path=args.profiles,
                                    extra_parameters=parse_parameters(args.parameter)))
@@ -669,13 +1031,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runner: {error}", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    executor = contextlib.ExitStack()
     try:
-        run_jobs(jobs, uri=uri, experiment=experiment, jobs_in_parallel=args.jobs,
-                 force=args.force, out_dir=out_dir, profile=args.profile)
-    except (KeyboardInterrupt, Stop) as error:
-        print(f"[runner] stopped ({error or 'SIGINT'}); runs that had started are closed KILLED, "
-              "the rest did not start; run the same command to resume", file=sys.stderr)
+        processes, job_uri = executor.enter_context(open_executor(
+            args.executor, uri, args.address, args.cpus_per_job, args.gpus_per_job,
+            server_log=out_dir / "mlflow-server.log"))
+    except (UsageError, RuntimeError) as error:  # Ray missing or unreachable, server dead
+        print(f"runner: {error}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Stop):
         return 130
+    with executor:  # the Ray instance and the tracking server end here, whatever happens
+        parallel = args.jobs or (processes.capacity() if isinstance(processes, RayProcesses)
+                                 else 1)
+        if isinstance(processes, RayProcesses):
+            print(f"[runner] Ray executor: {parallel} job(s) at a time, {args.cpus_per_job:g} "
+                  f"CPU and {args.gpus_per_job:g} GPU each", flush=True)
+        try:
+            run_jobs(jobs, uri=uri, experiment=experiment, jobs_in_parallel=parallel,
+                     force=args.force, out_dir=out_dir, profile=args.profile,
+                     processes=processes, job_uri=job_uri)
+        except (KeyboardInterrupt, Stop) as error:
+            print(f"[runner] stopped ({error or 'SIGINT'}); runs that had started are closed "
+                  "KILLED, the rest did not start; run the same command to resume",
+                  file=sys.stderr)
+            return 130
     table = summary_table(jobs)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("\n" + table.to_string(index=False))
