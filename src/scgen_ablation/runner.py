@@ -68,7 +68,8 @@ from .data import DATASETS, resolve_path
 from .metrics import HEADLINE_METRICS
 from .paths import NOTEBOOK_DIR, RUN_DIR
 from .stages import (CONFIG_FIELDS, PROFILES_FILE, StageError, config_layers, load_profiles, load_stage,
-                     notebook_parameters, stage_config)
+                     notebook_parameters, stage_config, variants_of)
+from .store import ENVIRONMENT_VARIABLE as STORE_VARIABLE, TrainingStore
 
 # parameters every stage notebook has, which the runner sets itself
 RUNNER_PARAMETERS = ("mlflow_tracking_uri", "mlflow_experiment", "mlflow_run_id")
@@ -109,13 +110,29 @@ class Job:
 
     @property
     def training_key(self) -> str | dict | None:
-        """What identifies the trained model; for a stage that loops over held-out types, one each."""
+        """What identifies the stage config's trained model; for a stage that loops over
+        held-out types, one each (variants aside: see :meth:`variant_configs`)."""
         if not (self.config and self.trains):
             return None
         if not self.cell_types:
             return self.config.training_key(self.data_sha256)
         return {t: self.config.replace(held_out_cell_type=t).training_key(self.data_sha256)
                 for t in self.cell_types}
+
+    def variant_configs(self) -> list[tuple[str, ScGenConfig]]:
+        """(variant, config) of every result this job makes: each held-out type it loops
+        over (or its own) times each variant its notebook runs (:func:`stages.variants_of`)."""
+        if not (self.config and self.trains):
+            return []
+        variants = variants_of(self.stage, self.parameters)
+        types = self.cell_types or [self.config.held_out_cell_type]
+        return [(name, self.config.replace(held_out_cell_type=t, **changes))
+                for t in types for name, changes in variants.items()]
+
+    @property
+    def trainings(self) -> set[str]:
+        """The training keys this job needs (the training store's keys)."""
+        return {config.training_key(self.data_sha256) for _, config in self.variant_configs()}
 
 
 # --- planning: from profile, stage files and -p to jobs --------------------------------
@@ -271,20 +288,22 @@ def cell_types_of(path: Path, key: str) -> list[str]:
         adata.file.close()
 
 
-def dry_run(jobs: list[Job], stream=sys.stdout) -> None:
-    """One JSON object per job (what would run and with what), then a count."""
+def dry_run(jobs: list[Job], stream=sys.stdout, store: TrainingStore | None = None) -> None:
+    """One JSON object per job (what would run and with what), then the number of jobs,
+    of unique trainings (every variant's) and of those already in the training store;
+    nothing is written."""
     for job in jobs:
         print(json.dumps({"stage": job.stage, "run_name": job.run_name, "job_key": job.key,
                           "training_key": job.training_key, "data_sha256": job.data_sha256,
+                          "trainings": sorted(job.trainings),
                           "notebook": str(job.notebook.relative_to(NOTEBOOK_DIR.parent)),
                           "parameters": job.parameters,
                           "config": job.config.to_dict() if job.config else None},
                          default=str), file=stream)
-    trainings = set()
-    for job in jobs:
-        key = job.training_key
-        trainings.update(key.values() if isinstance(key, dict) else [key] if key else [])
-    print(json.dumps({"jobs": len(jobs), "unique_trainings": len(trainings)}), file=stream)
+    trainings = set().union(*(job.trainings for job in jobs))
+    stored = trainings & (store or TrainingStore()).keys()
+    print(json.dumps({"jobs": len(jobs), "unique_trainings": len(trainings),
+                      "stored": len(stored)}), file=stream)
 
 
 # --- claims: one job, one runner ---------------------------------------------------------
@@ -1000,10 +1019,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="default: sqlite in mlruns/")
     parser.add_argument("--experiment", default=None, help="default: the dataset's name")
     parser.add_argument("--out", type=Path, default=None, help="executed notebooks (runs/<profile>)")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="the training store's folder (default: $SCGEN_TRAINING_STORE, "
+                             "else mlruns/trainings)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "YAML_VALUE"),
                         help="a notebook parameter or config field (repeatable)")
     args = parser.parse_args(argv)
+    if args.store is not None:  # the notebooks (and this process) find it in the environment
+        os.environ[STORE_VARIABLE] = str(args.store.resolve())
 
     try:
         if args.jobs is not None and args.jobs < 1:
@@ -1011,7 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = with_checksums(plan(args.profile, args.stages, profiles_path=args.profiles,
                                    extra_parameters=parse_parameters(args.parameter)))
         if args.dry_run:
-            dry_run(jobs)
+            dry_run(jobs, store=TrainingStore())
             return 0
         datasets = {j.config.dataset for j in jobs if j.config}
         experiment = args.experiment or tracking.experiment_for(sorted(datasets)[0] if datasets
