@@ -9,6 +9,7 @@ over the same (held-out type, seed) runs for every row of a table.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -228,10 +229,15 @@ def coverage_block(table: pd.DataFrame) -> str:
         "whose loss became NaN (no metrics); `train_s`, `epochs`: medians.")
 
 
+RESIDUAL = ("06_small_data", "paired delta + residual decoding")
+
+
 def ladder_figure(table: pd.DataFrame, metrics=("r2_mean_all", "r2_mean_top100", "r2_var_all",
-                                                 "pcc_delta_top100")) -> plt.Figure:
+                                                 "pcc_delta_top100"), long=None,
+                  title="The ablation ladder at convergence: every held-out type and seed "
+                        "(dots), their mean (bars)") -> plt.Figure:
     """Each method's runs as dots (one colour per held-out type) and their mean as a bar."""
-    long = methods(table)
+    long = methods(table) if long is None else long
     order = list(dict.fromkeys(long["method"]))
     types = sorted(long["held_out_cell_type"].unique())
     colours = dict(zip(types, plt.cm.tab10(np.arange(len(types)))))
@@ -246,15 +252,31 @@ def ladder_figure(table: pd.DataFrame, metrics=("r2_mean_all", "r2_mean_top100",
         ax.set_yticks(range(len(order)))
         ax.set_yticklabels(order if ax is np.atleast_1d(axes)[0] else [], fontsize=8)
         ax.invert_yaxis()
-        ax.set_title(METRIC_LABELS[metric], fontsize=9)
+        ax.set_title(textwrap.fill(METRIC_LABELS[metric], 40), fontsize=9)
         low = np.nanmin(long[metric])
         ax.set_xlim(max(0.0, low - 0.05) if metric not in LOWER_IS_BETTER else 0, None)
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours[t], label=t) for t in types]
     fig.legend(handles=handles, loc="lower center", ncol=len(types), fontsize=8, frameon=False)
-    fig.suptitle("The ablation ladder at convergence: every held-out type and seed "
-                 "(dots), their mean (bars)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     return fig
+
+
+def field_figure(table: pd.DataFrame) -> plt.Figure:
+    """Where the field's metrics change the story: the ladder, residual decoding and the
+    baselines on R² of the mean and on the DEGs found and the E-distance."""
+    long = methods(table)
+    residual = scored(table)
+    residual = residual[(residual["stage"] == RESIDUAL[0]) & (residual["variant"] == RESIDUAL[1])]
+    extra = residual[residual["run"].isin(set(long["run"]))].assign(
+        method="06 paired δ + residual decoding")
+    steps = list(LADDER.values())
+    long = pd.concat([long[long["method"].isin(steps)], extra, long[~long["method"].isin(steps)]],
+                     ignore_index=True)
+    long = long[long["method"] != REFERENCE]  # R² only
+    return ladder_figure(table, ("r2_mean_all", "deg_overlap_top100", "edistance"), long,
+                         "R² of the mean ranks the ladder with the baselines; the DEGs found and "
+                         "the E-distance (lower is better) do not")
 
 
 def write_report(csv: Path, figures: Path, docs=()) -> int:
@@ -269,9 +291,10 @@ def write_report(csv: Path, figures: Path, docs=()) -> int:
     for name, block in blocks.items():
         print(f"## {name}\n\n{block}\n")
     figures.mkdir(parents=True, exist_ok=True)
-    figure = ladder_figure(table)
-    figure.savefig(figures / "ablation_ladder.png", dpi=120)
-    plt.close(figure)
+    for name, draw in (("ablation_ladder.png", ladder_figure), ("field_metrics.png", field_figure)):
+        figure = draw(table)
+        figure.savefig(figures / name, dpi=120)
+        plt.close(figure)
     for doc in docs:
         write_blocks(Path(doc), blocks, mine=lambda name: name.startswith(ABLATION_BLOCKS))
     return 0
