@@ -144,6 +144,26 @@ def rules_block(table: pd.DataFrame) -> str:
                       ""] + lines[1:])
 
 
+def recommended_block(table: pd.DataFrame) -> str:
+    """The `recommended` preset (stage 05 with -p preset_name recommended) per held-out type
+    under the field's metrics, beside the baselines (mean over the seeds recorded)."""
+    rows = scored(table)
+    rows = rows[(rows["stage"] == "05_scgen") & (rows["variant"] == "recommended")]
+    if rows.empty:
+        return "(no `recommended` rows in the record yet)"
+    per_type = rows.groupby("held_out_cell_type").mean(numeric_only=True)
+    out = pd.DataFrame({
+        "r of change, recommended": per_type["pcc_delta_top100"],
+        "r of change, best baseline": per_type[[f"{b}_pcc_delta_top100" for b in BASELINES]].max(1),
+        "DEGs found, recommended": per_type["deg_overlap_top100"],
+        "DEGs found, PCA arithmetic": per_type["pca_arith_deg_overlap_top100"],
+        "E-distance, recommended": per_type["edistance"],
+        "E-distance, gene-space arithmetic": per_type["gene_arith_edistance"]})
+    seeds = ", ".join(map(str, sorted(rows["seed"].unique())))
+    return markdown(out.round(3).rename_axis("held-out type")) + (
+        f"\n\nSeeds {seeds}; r of change and DEGs over the top-100 DEGs.")
+
+
 BEYOND = "07_beyond"
 TOLERANCE = 1e-6  # "at least": equal up to float rounding (a constant shift keeps the variance)
 
@@ -180,6 +200,36 @@ def beyond_per_type_block(table: pd.DataFrame, metric: str = "r2_mean_top100") -
     seeds = rows.groupby("variant")["seed"].nunique()
     wide["seeds"] = seeds.reindex(wide.index)
     return markdown(wide.round(3)) + f"\n\n{METRIC_LABELS[metric]}, mean over the seeds shown."
+
+
+def beyond_rule_block(table: pd.DataFrame) -> str:
+    """The rule stated in the stage file (the study's, on R²) and the same rule on the
+    field's metrics, over the runs that every compared variant has: all the variants,
+    and (when some have fewer runs) the best-covered ones on all of theirs."""
+    from .study import FIELD_RANKED_METRICS, RANKED_METRICS, average_ranks
+
+    rows = scored(table)
+    rows = rows[rows["stage"] == BEYOND].rename(columns={"held_out_cell_type": "cell_type",
+                                                        "variant": "lever"})
+    if rows.empty:
+        return "(no stage 07 rows in the record yet)"
+    runs = rows.groupby("lever")["run"].agg(set)
+    groups = [list(runs.index)]
+    widest = [lever for lever in runs.index if len(runs[lever]) == max(map(len, runs))]
+    if len(widest) < len(runs):
+        groups.append(widest)
+    lines = []
+    for levers in groups:
+        shared = set.intersection(*(runs[lever] for lever in levers))
+        mine = rows[rows["lever"].isin(levers) & rows["run"].isin(shared)]
+        ranks = pd.DataFrame({"R² rule": average_ranks(mine, RANKED_METRICS),
+                              "field rule": average_ranks(mine, FIELD_RANKED_METRICS)})
+        ranks = ranks.sort_values("R² rule", kind="stable")
+        lines += [f"On the {len(shared)} runs ({mine['cell_type'].nunique()} types × "
+                  f"{mine['seed'].nunique()} seeds) that these {len(levers)} variants share, "
+                  f"average rank (1 = best):", "", markdown(ranks.round(2).rename_axis("variant")),
+                  "", f"The stated rule picks **{ranks.index[0]}**.", ""]
+    return "\n".join(lines).rstrip()
 
 
 def beyond_goal_block(table: pd.DataFrame) -> str:
@@ -287,7 +337,9 @@ def write_report(csv: Path, figures: Path, docs=()) -> int:
               "ablation-per-type": per_type_block(table), "ablation-coverage": coverage_block(table),
               "ablation-field-rule": rules_block(table), "ablation-beyond": beyond_block(table),
               "ablation-beyond-per-type": beyond_per_type_block(table),
-              "ablation-beyond-goal": beyond_goal_block(table)}
+              "ablation-beyond-goal": beyond_goal_block(table),
+              "ablation-beyond-rule": beyond_rule_block(table),
+              "ablation-recommended": recommended_block(table)}
     for name, block in blocks.items():
         print(f"## {name}\n\n{block}\n")
     figures.mkdir(parents=True, exist_ok=True)
