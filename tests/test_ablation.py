@@ -243,7 +243,8 @@ def test_mlflow_server_on_loopback_serves_the_runners_runs(ablation_store):
 
 
 def browser_check(base: str, experiment_id: str, folder: Path) -> None:
-    """The runs page renders in a real browser (headless Chromium), metric columns included."""
+    """The runs page renders in a real browser (headless Chromium), metric columns included
+    (MLflow orders them by name, so the field's metrics come before R²: a wide window)."""
     import shutil
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -251,7 +252,7 @@ def browser_check(base: str, experiment_id: str, folder: Path) -> None:
         return  # test_the_runs_page_renders_in_a_browser says why it was skipped
     shot = folder / "runs_page.png"
     done = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=3200,1000",
          "--virtual-time-budget=20000", f"--screenshot={shot}", "--dump-dom",
          f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey=r2"],
         capture_output=True, text=True, timeout=180)

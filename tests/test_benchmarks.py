@@ -13,8 +13,13 @@ def test_speed_benchmark_runs_and_reports_the_floor():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--epochs", "2"],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    for label in ("s/epoch", "matmul floor", "x the floor", "peak memory"):
+    for label in ("s/epoch", "matmuls", "adam", "floor", "ratio", "peak memory"):
         assert label in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines()
+            if line.startswith(("paper ", "recommended "))]
+    assert [row[0] for row in rows] == ["paper", "recommended"]  # both presets, one run
+    for row in rows:  # s/epoch, matmuls, adam, floor: the floor is their sum
+        assert abs(float(row[2]) + float(row[3]) - float(row[4])) < 2e-3
 
 
 @pytest.mark.skipif(not (ROOT / ".venv-reference" / "bin" / "python").exists(),
