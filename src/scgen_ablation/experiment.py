@@ -47,11 +47,11 @@ def score_all(split: Split, prediction: np.ndarray, config: ScGenConfig,
     """Model metrics (+ bootstrap) and every baseline's, under the same DEGs."""
     deg_index = metrics.gene_index(split.truth.var_names, degs)
     truth, control = dense(split.truth.X), dense(split.ctrl_target.X)
+    field_scores = metrics.field_scorer(control, truth, split.truth.var_names, degs,
+                                        seed=config.seed)  # one PCA for every prediction
 
     def all_scores(predicted):
-        return {**metrics.score(predicted, truth, deg_index),
-                **metrics.field_scores(predicted, control, truth, split.truth.var_names, degs,
-                                       seed=config.seed)}
+        return {**metrics.score(predicted, truth, deg_index), **field_scores(predicted)}
 
     scores = all_scores(prediction)
     if config.n_bootstrap:

@@ -122,33 +122,45 @@ def energy_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * cdist(a, b).mean() - pdist(a).mean() - pdist(b).mean())
 
 
-def field_scores(predicted: np.ndarray, control: np.ndarray, real: np.ndarray, var_names,
-                 true_degs: list[str], n_components: int = 50, seed: int = 0) -> dict[str, float]:
-    """The field's metrics (``FIELD_METRICS``) for one prediction of the held-out type.
+def field_scorer(control: np.ndarray, real: np.ndarray, var_names, true_degs: list[str],
+                 n_components: int = 50, seed: int = 0):
+    """A function scoring one prediction of the held-out type by the field's metrics
+    (``FIELD_METRICS``); what depends only on the real cells (the PCA, the control
+    cells' distance to the truth) is computed once, here, for every prediction scored.
 
-    ``control`` are its control cells (what the prediction started from), ``real``
-    its stimulated cells, ``true_degs`` the top DEGs of real vs control
+    ``control`` are the held-out type's control cells (what a prediction starts from),
+    ``real`` its stimulated cells, ``true_degs`` the top DEGs of real vs control
     (:func:`top_degs`).  Definitions and sources: docs/metrics.md.
     """
     deg_index = gene_index(pd.Index(var_names), true_degs)
     control_mean = control.mean(0)
-    predicted_change, true_change = predicted.mean(0) - control_mean, real.mean(0) - control_mean
-    found = ranked_genes(predicted, control, var_names, len(true_degs))
+    true_change = real.mean(0) - control_mean
     # distances in the principal components of the held-out type's real cells
     real_cells = np.concatenate([control, real])
     pca = PCA(n_components=min(n_components, *real_cells.shape) - 1, random_state=seed)
     pca.fit(real_cells)
-    codes = {name: pca.transform(cells) for name, cells in
-             (("predicted", predicted), ("control", control), ("real", real))}
-    scale = energy_distance(codes["control"], codes["real"])
-    return {
-        "pcc_delta_all": pearson(predicted_change, true_change),
-        "pcc_delta_top100": pearson(predicted_change[deg_index], true_change[deg_index]),
-        "deg_overlap_top100": len(set(found) & set(true_degs)) / len(true_degs),
-        "deg_direction_top100": float(np.mean(np.sign(predicted_change[deg_index])
-                                              == np.sign(true_change[deg_index]))),
-        "edistance": energy_distance(codes["predicted"], codes["real"]) / scale,
-    }
+    real_codes = pca.transform(real)
+    scale = energy_distance(pca.transform(control), real_codes)
+
+    def scores(predicted: np.ndarray) -> dict[str, float]:
+        predicted_change = predicted.mean(0) - control_mean
+        found = ranked_genes(predicted, control, var_names, len(true_degs))
+        return {
+            "pcc_delta_all": pearson(predicted_change, true_change),
+            "pcc_delta_top100": pearson(predicted_change[deg_index], true_change[deg_index]),
+            "deg_overlap_top100": len(set(found) & set(true_degs)) / len(true_degs),
+            "deg_direction_top100": float(np.mean(np.sign(predicted_change[deg_index])
+                                                  == np.sign(true_change[deg_index]))),
+            "edistance": energy_distance(pca.transform(predicted), real_codes) / scale,
+        }
+
+    return scores
+
+
+def field_scores(predicted: np.ndarray, control: np.ndarray, real: np.ndarray, var_names,
+                 true_degs: list[str], n_components: int = 50, seed: int = 0) -> dict[str, float]:
+    """The field's metrics for one prediction (:func:`field_scorer`, used once)."""
+    return field_scorer(control, real, var_names, true_degs, n_components, seed)(predicted)
 
 
 def bootstrap(predicted: np.ndarray, real: np.ndarray, deg_index: np.ndarray,
