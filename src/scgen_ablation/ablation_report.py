@@ -60,27 +60,31 @@ def reference_rows() -> pd.DataFrame | None:
     return ref[["run", "held_out_cell_type", "seed", *METRICS]].assign(method=REFERENCE)
 
 
-def methods(table: pd.DataFrame) -> pd.DataFrame:
-    """Long table: one row per (method, run) for the ladder's steps, the authors' scGen
-    and the baselines (each baseline scored on the ladder's runs), on the runs every
-    step has."""
-    rows = []
-    table = scored(table)
-    for (stage, variant), label in LADDER.items():
-        mine = table[(table["stage"] == stage) & (table["variant"] == variant)]
-        rows.append(mine.assign(method=label))
-    steps = pd.concat(rows, ignore_index=True)
-    shared = set.intersection(*(set(g["run"]) for _, g in steps.groupby("method")))
-    steps = steps[steps["run"].isin(shared)]
-    first = steps[steps["method"] == next(iter(LADDER.values()))]
-    for name, label in BASELINES.items():
-        columns = {f"{name}_{m}": m for m in (*METRICS, *FIELD_METRICS) if f"{name}_{m}" in first}
-        rows.append(first[["run", "held_out_cell_type", "seed", *columns]]
-                    .rename(columns=columns).assign(method=label))
+def with_baselines(model_rows: pd.DataFrame) -> pd.DataFrame:
+    """``model_rows`` (with a ``method`` column), then the authors' scGen and each
+    baseline on the same runs (the baselines read from the rows' ``<baseline>_`` columns,
+    once per run)."""
+    parts = [model_rows]
     reference = reference_rows()
     if reference is not None:
-        rows.insert(len(LADDER), reference[reference["run"].isin(shared)])
-    return pd.concat([steps] + rows[len(LADDER):], ignore_index=True)
+        parts.append(reference[reference["run"].isin(set(model_rows["run"]))])
+    runs = model_rows.drop_duplicates("run")
+    for name, label in BASELINES.items():
+        columns = {f"{name}_{m}": m for m in (*METRICS, *FIELD_METRICS) if f"{name}_{m}" in runs}
+        parts.append(runs[["run", "held_out_cell_type", "seed", *columns]]
+                     .rename(columns=columns).assign(method=label))
+    return pd.concat(parts, ignore_index=True)
+
+
+def methods(table: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one row per (method, run) for the ladder's steps, the authors' scGen
+    and the baselines, on the runs every step has."""
+    table = scored(table)
+    steps = pd.concat([table[(table["stage"] == stage) & (table["variant"] == variant)]
+                       .assign(method=label) for (stage, variant), label in LADDER.items()],
+                      ignore_index=True)
+    shared = set.intersection(*(set(g["run"]) for _, g in steps.groupby("method")))
+    return with_baselines(steps[steps["run"].isin(shared)])
 
 
 def mean_sd(long: pd.DataFrame, by: str = "method", metrics=SHOWN) -> pd.DataFrame:
@@ -202,16 +206,7 @@ def beyond_block(table: pd.DataFrame) -> str:
     rows = rows[rows["stage"] == BEYOND]
     if rows.empty:
         return "(no stage 07 rows in the record yet)"
-    long = [rows.assign(method=rows["variant"])]
-    for name, label in BASELINES.items():
-        columns = {f"{name}_{m}": m for m in (*METRICS, *FIELD_METRICS)}
-        base = rows.drop_duplicates(["held_out_cell_type", "seed"])
-        long.append(base[["run", "held_out_cell_type", "seed", *columns]].rename(columns=columns)
-                    .assign(method=label))
-    reference = reference_rows()
-    if reference is not None:
-        long.append(reference[reference["run"].isin(set(rows["run"]))])
-    return markdown(mean_sd(pd.concat(long, ignore_index=True)))
+    return markdown(mean_sd(with_baselines(rows.assign(method=rows["variant"]))))
 
 
 def beyond_per_type_block(table: pd.DataFrame, metric: str = "r2_mean_top100") -> str:
