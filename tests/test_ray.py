@@ -18,21 +18,12 @@ import nbformat
 import pytest
 
 from scgen_ablation import tracking
-from synthetic import simulate
-from test_faults import (all_runs, assert_gone, assert_store_is_truthful, kill_tree,
-                         papermill_alive, wait_for_epochs)
+from test_faults import (all_runs, assert_gone, assert_store_is_truthful, dataset,  # noqa: F401
+                         kill_tree, papermill_alive, wait_for_epochs)
 
 pytestmark = pytest.mark.slow
 # timings and where a run happened differ between executors; nothing else may
 NOT_COMPARED = re.compile(r"seconds|time")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    adata, _, _ = simulate(n_types=4, cells_per_type=60, n_genes=120, seed=3)
-    path = tmp_path_factory.mktemp("data") / "simulated.h5ad"
-    adata.write_h5ad(path)
-    return path
 
 
 @pytest.fixture
