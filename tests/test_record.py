@@ -95,3 +95,23 @@ def test_a_diverged_training_is_recorded_not_retried(profiles, tmp_path, capsys)
     capsys.readouterr()
     assert ablation_record.main(common) == 0
     assert "0 to make" in capsys.readouterr().out
+
+
+def test_the_study_rows_join_the_record_only_where_they_are_the_same_experiment(tmp_path):
+    items = ablation_record.wanted("full", stages=["04_balancing", "06_small_data"])
+    study = pd.read_csv(ablation_record.STUDY_TRAINING)
+    same = study[(study.lever == "balanced training batches") & (study.prediction == "paper")
+                 & (study.cell_type == "NK") & (study.seed == 1)]
+    other = study[(study.lever == "dropout 0.5") & (study.prediction != "paper")].head(1)
+    changed = same.assign(lever="200 epochs", prediction="residual decoding")  # not planned
+    path = tmp_path / "study.csv"
+    pd.concat([same, other, changed]).to_csv(path, index=False)
+
+    rows = pd.DataFrame(ablation_record.from_study(items, path))
+    # one training and prediction, two planned rows: stage 04's and stage 06's
+    assert sorted(zip(rows.stage, rows.variant)) == [
+        ("04_balancing", "balanced delta + balanced training"),
+        ("06_small_data", "balanced training batches")]
+    assert set(rows.held_out_cell_type) == {"NK"} and set(rows.seed) == {1}
+    assert (rows.r2_mean_all == same.r2_mean_all.iloc[0]).all()
+    assert set(rows.source) == {"study.csv"} and "pcc_delta_all" not in rows  # never computed

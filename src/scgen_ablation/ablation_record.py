@@ -19,6 +19,7 @@ alone (``ablation_report``).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -35,7 +36,7 @@ RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 RECORD = RESULTS_DIR / "ablation_full.csv"
 KEY = ["stage", "variant", "held_out_cell_type", "seed"]
 META = ["training_key", "device", "status", "error", "train_seconds", "epochs_run", "best_epoch",
-        "reused"]
+        "reused", "source"]
 
 
 def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[dict]:
@@ -53,7 +54,7 @@ def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[di
             items.append({"stage": job.stage, "variant": variant,
                           "held_out_cell_type": config.held_out_cell_type, "seed": config.seed,
                           "training_key": config.training_key(job.data_sha256),
-                          "config": config.to_dict()})
+                          "data_sha256": job.data_sha256, "config": config.to_dict()})
     return items
 
 
@@ -105,9 +106,51 @@ def score_unit(unit: list[dict], store=None, threads: int | None = None) -> list
     return rows
 
 
+STUDY_TRAINING = RESULTS_DIR / "small_data_training.csv"
+
+
+def from_study(items: list[dict], study_csv: Path = STUDY_TRAINING) -> list[dict]:
+    """Rows of ``items`` the small-data study already made (``study_record``'s CSV).
+
+    The study trains each of stage 06's training levers on every held-out type
+    and seed, from stage 06's own configuration, and scores it under the paper's
+    prediction.  A study row becomes a record row when its configuration makes
+    the same training (training key, data checksum included) and the same
+    prediction (every prediction field) as the row planned here; anything else
+    in the study's CSV is left out.  The study kept no weights, so the metrics
+    it did not compute (the field's, the bootstrap's) stay empty.
+    """
+    from .config import PREDICTION_FIELDS, ScGenConfig
+    from .study import PREDICTION_LEVERS, TRAINING_LEVERS
+    from .study_record import paper_config
+
+    study = pd.read_csv(study_csv)
+    planned: dict[tuple, list[dict]] = {}
+    for item in items:
+        planned.setdefault((item["held_out_cell_type"], int(item["seed"])), []).append(item)
+    rows = []
+    for row in study.to_dict("records"):
+        if row["lever"] not in TRAINING_LEVERS or row["prediction"] not in PREDICTION_LEVERS:
+            continue
+        config = (paper_config(row["cell_type"], int(row["seed"]), epochs=100)
+                  .replace(**TRAINING_LEVERS[row["lever"]])
+                  .replace(**PREDICTION_LEVERS[row["prediction"]]))
+        for item in planned.get((row["cell_type"], int(row["seed"])), []):
+            mine = ScGenConfig.from_dict(item["config"])
+            if (config.training_key(item["data_sha256"]) == item["training_key"]
+                    and all(getattr(config, f) == getattr(mine, f) for f in PREDICTION_FIELDS)):
+                metrics = {k: v for k, v in row.items()
+                           if k not in ("cell_type", "seed", "lever", "kind", "prediction")}
+                rows.append({**{k: item[k] for k in KEY}, "training_key": item["training_key"],
+                             "status": "ok", "reused": False, "source": study_csv.name,
+                             **metrics})
+    return rows
+
+
 class Record:
-    """The CSV, appended to by several threads: rewritten whole (atomically) each time,
-    so rows with new columns (e.g. bootstrap columns) never misalign."""
+    """The CSV, appended to by several threads or processes: rewritten whole (atomically)
+    under a lock file, so rows with new columns (e.g. bootstrap columns) never misalign
+    and no writer drops another's rows."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -117,14 +160,15 @@ class Record:
         return pd.read_csv(self.path) if self.path.exists() else pd.DataFrame(columns=KEY)
 
     def append(self, rows: list[dict]) -> None:
-        with self.lock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock, open(self.path.with_suffix(".lock"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
             table = pd.concat([self.read(), pd.DataFrame(rows)], ignore_index=True)
             table = table.drop_duplicates(KEY, keep="last")
             first = KEY + [c for c in META if c in table]
             table = table[first + [c for c in table.columns if c not in first]]
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            os.close(handle)
+            descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            os.close(descriptor)
             table.to_csv(temporary, index=False)
             os.replace(temporary, self.path)
 
@@ -174,6 +218,9 @@ def main(argv=None) -> int:
                         help="print the number of rows and trainings still to make")
     parser.add_argument("--import-csv", type=Path, default=None,
                         help="train nothing: add this CSV's rows that the record lacks")
+    parser.add_argument("--from-study", action="store_true",
+                        help="train nothing: add the rows the small-data study already "
+                             f"made ({STUDY_TRAINING.name}: its training levers)")
     parser.add_argument("--unit", type=Path, default=None,
                         help="score one training's rows, as written by --write-units")
     parser.add_argument("--write-units", type=Path, default=None, metavar="FOLDER",
@@ -207,8 +254,9 @@ def main(argv=None) -> int:
         return 2
     by_key = {tuple(item[k] for k in KEY): item for item in items}
     lock = threading.Lock()
-    if args.import_csv:
-        rows = pd.read_csv(args.import_csv)
+    if args.import_csv or args.from_study:
+        rows = (pd.DataFrame(from_study(items)) if args.from_study
+                else pd.read_csv(args.import_csv))
         have = set(record.read()[KEY].astype({"seed": int}).itertuples(index=False))
         new = [r for r in rows.to_dict("records") if tuple(r[k] for k in KEY) not in have]
         record.append(new)
