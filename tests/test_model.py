@@ -106,6 +106,25 @@ def test_early_stopping_stops_after_patience(tiny_config, monkeypatch):
     assert len(model.history) == 4 + 3
 
 
+@pytest.mark.parametrize("min_delta, epochs_run", [(0.0, 12), (0.01, 8)])
+def test_a_relative_margin_stops_a_loss_that_only_creeps_down(tiny_config, monkeypatch,
+                                                               min_delta, epochs_run):
+    from scgen_ablation import training as train_module
+
+    # falls by 10%, then by under 1% an epoch: every epoch is a new best
+    losses = iter([100.0, 90.0, 89.5, 89.2, 89.0, 88.9, 88.8, 88.7, 88.6, 88.5, 88.4, 88.3])
+    monkeypatch.setattr(train_module, "evaluate_loss",
+                        lambda module, X, chunk=1024: {"loss": next(losses),
+                                                       "reconstruction": 0.0, "kl": 0.0})
+    adata, _, _ = simulate(seed=4)
+    config = tiny_config.replace(epochs=12, early_stopping_patience=3,
+                                 early_stopping_min_delta=min_delta)
+    model = sa.train(adata, config, progress=False)
+    # with a 1% margin: 3 and 4 miss 90 * 0.99, 5 makes it (89.0), 6-8 miss 89.0 * 0.99
+    assert len(model.history) == epochs_run
+    assert model.best_epoch == epochs_run  # the weights kept for keep_best: the lowest loss
+
+
 @pytest.mark.parametrize("keep_best", [True, False])
 def test_best_by_validation_restores_the_best_epochs_weights(tiny_config, monkeypatch, keep_best):
     adata, _, _ = simulate(seed=5)

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from scgen_ablation import ablation_record, runner, stages
+from scgen_ablation.config import ScGenConfig
 
 pytestmark = [pytest.mark.kang]
 
@@ -115,3 +116,18 @@ def test_the_study_rows_join_the_record_only_where_they_are_the_same_experiment(
     assert set(rows.held_out_cell_type) == {"NK"} and set(rows.seed) == {1}
     assert (rows.r2_mean_all == same.r2_mean_all.iloc[0]).all()
     assert set(rows.source) == {"study.csv"} and "pcc_delta_all" not in rows  # never computed
+
+
+def test_a_field_added_later_keeps_the_keys_of_the_trainings_made_before_it():
+    # the record's paper rows were keyed before early_stopping_min_delta existed
+    record = pd.read_csv(ablation_record.RECORD)
+    before = record[(record.stage == "05_scgen") & (record.variant == "paper")]
+    items = {(i["held_out_cell_type"], i["seed"]): i
+             for i in ablation_record.wanted("full", stages=["05_scgen"])}
+    for row in before.itertuples():
+        assert items[(row.held_out_cell_type, row.seed)]["training_key"] == row.training_key
+    item = next(iter(items.values()))
+    config = ScGenConfig.from_dict(item["config"])
+    changed = config.replace(early_stopping_min_delta=0.01)
+    assert changed.training_key(item["data_sha256"]) != item["training_key"]
+    assert changed.digest() != config.digest()

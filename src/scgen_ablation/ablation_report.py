@@ -42,6 +42,8 @@ def load(csv: Path) -> pd.DataFrame:
     table = pd.read_csv(csv)
     if "status" not in table:
         table["status"] = "ok"
+    if "source" not in table:  # rows this record made itself
+        table["source"] = "record"
     table["run"] = table["held_out_cell_type"] + " · " + table["seed"].astype(str)
     return table.sort_values("stage", kind="stable").reset_index(drop=True)
 
@@ -109,8 +111,10 @@ def variants_block(table: pd.DataFrame) -> str:
     """Every (stage, variant) on all its scored runs (not only the runs all share)."""
     table = scored(table)
     table = table.assign(method=table["stage"] + " · " + table["variant"])
-    return markdown(mean_sd(table)) + ("\n\nMean ± sd over each variant's own runs (see "
-                                       "the coverage table); ↓: lower is better.")
+    return markdown(mean_sd(table)) + (
+        "\n\nMean ± sd over each variant's own runs (see the coverage table); ↓: lower is "
+        "better; —: not computed (rows the small-data study made, whose weights it did not "
+        "keep: the coverage table's `source`).")
 
 
 def per_type_block(table: pd.DataFrame, metric: str = "r2_mean_top100") -> str:
@@ -295,11 +299,14 @@ def coverage_block(table: pd.DataFrame) -> str:
         runs=("run", "nunique"), diverged=("status", lambda s: int((s == "diverged").sum())),
         cell_types=("held_out_cell_type", "nunique"),
         seeds=("seed", "nunique"), devices=("device", lambda d: ", ".join(sorted(set(map(str, d))))),
+        source=("source", lambda s: ", ".join(sorted(set(s.fillna("record"))))),
         train_s=("train_seconds", "median"), epochs=("epochs_run", "median"))
     counts["train_s"] = counts["train_s"].round(0)
     return markdown(counts.reset_index(), index=False) + (
         "\n\n`runs`: (held-out type, seed) pairs recorded; `diverged`: of those, trainings "
-        "whose loss became NaN (no metrics); `train_s`, `epochs`: medians.")
+        "whose loss became NaN (no metrics); `train_s`, `epochs`: medians; `source`: "
+        "`record` for rows this record trained and scored, a CSV's name for rows it "
+        "imported from the small-data study (`ablation_record --from-study`).")
 
 
 RESIDUAL = ("06_small_data", "paired delta + residual decoding")

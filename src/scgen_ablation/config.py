@@ -38,6 +38,10 @@ PREDICTION_FIELDS = ("keep_best", "balance_delta", "delta_cell_types", "delta_la
                      "prediction_mode", "delta_method", "delta_space")
 NOT_TRAINING = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap", "device", "num_threads",
                 "checkpoint_every")
+# fields added after trainings were first stored, at the value that reproduces the
+# behaviour from before they existed: left out of keys and digests at that value, so
+# the store's earlier trainings (and the runs that used them) keep their identity
+LATER_FIELDS = {"early_stopping_min_delta": 0.0}
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
@@ -69,6 +73,9 @@ class ScGenConfig:
     weight_decay: float = 0.0
     validation_fraction: float = 0.1
     early_stopping_patience: int | None = 25  # None: no early stopping
+    # an epoch counts as an improvement only when its validation loss is below the
+    # best so far by this fraction of it (0: any decrease, as scvi-tools)
+    early_stopping_min_delta: float = 0.0
     keep_best: bool = False  # scvi-tools 1.0 keeps the last model, not the best
     balance_training: bool = False  # each epoch: as many cells, cell types drawn equally
     seed: int = 0
@@ -106,7 +113,7 @@ class ScGenConfig:
                                     if key == "early_stopping_patience" else ""))
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"hidden_sizes must be one or more sizes >= 1, got {self.hidden_sizes!r}")
-        for key in ("dropout", "validation_fraction"):
+        for key in ("dropout", "validation_fraction", "early_stopping_min_delta"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)!r}")
         for key in ("kl_weight", "weight_decay", "learning_rate"):
@@ -148,15 +155,20 @@ class ScGenConfig:
         runs (device, checkpoints) are left out: models that differ only there
         are the same training.
         """
-        values = {k: v for k, v in self.to_dict().items() if k not in NOT_TRAINING}
+        values = {k: v for k, v in self._identity().items() if k not in NOT_TRAINING}
         values["dataset"] = data_sha256
         text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def digest(self) -> str:
         """A short stable hash of every value: equal configs, equal digests."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        text = json.dumps(self._identity(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _identity(self) -> dict[str, Any]:
+        """Every value, less the ``LATER_FIELDS`` still at their old behaviour's value."""
+        return {k: v for k, v in self.to_dict().items()
+                if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def _checked(name: str, kind: str, value: Any) -> Any:

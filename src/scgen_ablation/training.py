@@ -94,7 +94,8 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
     """Train scGen's autoencoder on ``adata`` (log-normalised; the training split).
 
     A ``validation_fraction`` of cells is held back for early stopping
-    (``early_stopping_patience`` epochs without improvement).  With
+    (``early_stopping_patience`` epochs without improvement, an improvement being
+    a validation loss below the best by ``early_stopping_min_delta`` of it).  With
     ``keep_best`` the weights of the best validation epoch are restored at the
     end; otherwise the last epoch's weights are kept (scvi-tools' behaviour).
 
@@ -131,7 +132,7 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
     optimizer = make_optimizer(module, config)
     model = TrainedModel(module, config, list(map(str, adata.var_names)))
     generator = torch.Generator().manual_seed(config.seed)
-    best_loss, since_best = float("inf"), 0
+    best_loss, improved, since_best = float("inf"), float("inf"), 0
 
     bar = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -176,8 +177,11 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
 
         monitored = record.get("val_loss", record["loss"])
         if monitored < best_loss:
-            best_loss, since_best, model.best_epoch = monitored, 0, epoch
+            best_loss, model.best_epoch = monitored, epoch
             model.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        # patience counts the epochs since the last improvement by the relative margin
+        if monitored < improved * (1 - config.early_stopping_min_delta):
+            improved, since_best = monitored, 0
         else:
             since_best += 1
         if checkpoint_path and config.checkpoint_every and epoch % config.checkpoint_every == 0:

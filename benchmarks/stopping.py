@@ -1,0 +1,135 @@
+"""Time to a converged prediction: a stopping rule against the paper's, on every held-out type.
+
+    python benchmarks/stopping.py --min-delta 0.01 --patience 10 --seeds 0     # train, resumable
+    python benchmarks/stopping.py --min-delta 0.01 --patience 10 --report      # the verdict
+
+The paper configuration stops after 25 epochs without *any* decrease of the
+validation loss, and on Kang that loss creeps down until the 100-epoch cap.
+The candidate stops after ``--patience`` epochs without a decrease of at
+least ``--min-delta`` of the best loss (``early_stopping_min_delta``).  Each
+(held-out type, seed) trains the paper configuration with the candidate rule,
+one thread, scored as the small-data study scores (``study.evaluate_prediction_levers``,
+the paper's prediction); rows are appended to ``benchmarks/results/stopping.csv``.
+
+The verdict, stated before any candidate run (docs/benchmarks.md):
+
+- *no worse*: for each of the four R², the mean over the (type, seed) runs of
+  candidate minus converged paper run (``small_data_prediction.csv``, lever
+  "paper": the same configuration and seeds, patience 25, up to 100 epochs) is
+  at least minus half the converged runs' seed sd (pooled over types);
+- *faster*: on every held-out type, the candidate's mean training time is
+  below the reference's (``../shared/reference/results.csv``: epochs x s/epoch).
+
+Both must hold on all 7 types x 3 seeds before the rule may become a default.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = RESULTS / "stopping.csv"
+CONVERGED = RESULTS / "small_data_prediction.csv"
+REFERENCE = ROOT.parent / "shared" / "reference" / "results.csv"
+TYPES = ["B", "CD14+Mono", "CD4T", "CD8T", "Dendritic", "FCGR3A+Mono", "NK"]
+R2 = ["r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100"]
+
+
+def rule_name(min_delta: float, patience: int) -> str:
+    return f"min_delta {min_delta:g}, patience {patience}"
+
+
+def run(args) -> int:
+    from scgen_ablation import study
+    from scgen_ablation.data import load
+    from scgen_ablation.study_record import paper_config
+
+    rule = rule_name(args.min_delta, args.patience)
+    done = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame(
+        columns=["rule", "cell_type", "seed"])
+    have = set(zip(done["rule"], done["cell_type"], done["seed"].astype(int)))
+    adata = load("kang")
+    for seed in args.seeds:
+        for cell_type in args.cell_types:
+            if (rule, cell_type, seed) in have:
+                continue
+            config = paper_config(cell_type, seed, 100).replace(
+                early_stopping_min_delta=args.min_delta, early_stopping_patience=args.patience,
+                num_threads=args.threads)
+            row = study.evaluate_prediction_levers(adata, config, levers={"paper": {}})[0]
+            row = {"rule": rule, **{k: v for k, v in row.items() if k not in ("lever", "kind")}}
+            table = pd.concat([pd.read_csv(args.out) if args.out.exists() else None,
+                               pd.DataFrame([row])], ignore_index=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(args.out, index=False)
+            print(f"{cell_type}, seed {seed}: {row['epochs_run']:.0f} epochs, "
+                  f"{row['train_seconds']:.0f} s, r2_mean_all {row['r2_mean_all']:.3f}", flush=True)
+    return 0
+
+
+def verdict(candidate: pd.DataFrame, converged: pd.DataFrame, reference: pd.DataFrame):
+    """(per-type table, per-metric table, passed) as the module docstring states the rule."""
+    key = ["cell_type", "seed"]
+    paired = candidate.merge(converged, on=key, suffixes=("", "_converged"))
+    reference = reference.assign(train_seconds=reference["epochs"] * reference["s_per_epoch"])
+    per_type = pd.DataFrame({
+        "runs": paired.groupby("cell_type").size(),
+        "epochs: rule": paired.groupby("cell_type")["epochs_run"].mean(),
+        "epochs: paper": paired.groupby("cell_type")["epochs_run_converged"].mean(),
+        "epochs: reference": reference.groupby("cell_type")["epochs"].mean(),
+        "seconds: rule": paired.groupby("cell_type")["train_seconds"].mean(),
+        "seconds: paper": paired.groupby("cell_type")["train_seconds_converged"].mean(),
+        "seconds: reference": reference.groupby("cell_type")["train_seconds"].mean(),
+        **{f"{m}: rule": paired.groupby("cell_type")[m].mean() for m in R2[:2]},
+        **{f"{m}: paper": paired.groupby("cell_type")[f"{m}_converged"].mean() for m in R2[:2]},
+    }).loc[lambda t: t["runs"] > 0]
+    per_type["faster"] = per_type["seconds: rule"] < per_type["seconds: reference"]
+    rows = []
+    for metric in R2:
+        difference = paired[metric] - paired[f"{metric}_converged"]
+        seed_sd = float(np.sqrt(converged.groupby("cell_type")[metric].var().mean()))
+        rows.append({"metric": metric, "rule": paired[metric].mean(),
+                     "paper": paired[f"{metric}_converged"].mean(),
+                     "mean difference": difference.mean(), "allowed": -seed_sd / 2,
+                     "no worse": difference.mean() >= -seed_sd / 2})
+    per_metric = pd.DataFrame(rows).set_index("metric")
+    complete = len(paired) == len(TYPES) * 3
+    passed = complete and per_metric["no worse"].all() and per_type["faster"].all()
+    return per_type, per_metric, passed
+
+
+def report(args) -> int:
+    rule = rule_name(args.min_delta, args.patience)
+    candidate = pd.read_csv(args.out)
+    candidate = candidate[candidate["rule"] == rule]
+    converged = pd.read_csv(CONVERGED)
+    converged = converged[converged["lever"] == "paper"]
+    per_type, per_metric, passed = verdict(candidate, converged, pd.read_csv(REFERENCE))
+    print(f"rule: {rule}; {len(candidate)} of {len(TYPES) * 3} runs made\n")
+    print(per_type.round(3).to_markdown(), "\n")
+    print(per_metric.round(4).to_markdown(), "\n")
+    print("PASSED: may become the default" if passed else
+          "NOT PASSED" + ("" if len(candidate) == len(TYPES) * 3 else " (runs missing)"))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--min-delta", type=float, default=0.01)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--cell-types", nargs="+", default=TYPES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--report", action="store_true", help="train nothing: the verdict")
+    args = parser.parse_args(argv)
+    return report(args) if args.report else run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
