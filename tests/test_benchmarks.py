@@ -33,3 +33,34 @@ def test_quick_reference_benchmark_writes_its_table(tmp_path):
 
     table = pd.read_csv(out)
     assert set(table.implementation) == {"ours", "reference", "control", "gene_arith"}
+
+
+def test_the_stopping_verdict_holds_the_rule_it_states():
+    import importlib.util
+
+    import numpy as np
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("stopping", ROOT / "benchmarks" / "stopping.py")
+    stopping = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stopping)
+    rng = np.random.default_rng(0)
+    runs = [(t, s) for t in stopping.TYPES for s in range(3)]
+    converged = pd.DataFrame([{"cell_type": t, "seed": s, "epochs_run": 100, "train_seconds": 300.0,
+                               **{m: 0.9 + 0.02 * rng.standard_normal() for m in stopping.R2}}
+                              for t, s in runs])
+    reference = pd.DataFrame([{"cell_type": t, "seed": s, "epochs": 28, "s_per_epoch": 4.0}
+                              for t, s in runs])  # 112 s a training
+    half_sd = np.sqrt(converged.groupby("cell_type")["r2_var_all"].var().mean()) / 2
+
+    def candidate(shift=0.0, seconds=100.0):
+        return converged.assign(epochs_run=35, train_seconds=seconds,
+                                r2_var_all=converged["r2_var_all"] + shift)
+
+    assert stopping.verdict(candidate(-0.9 * half_sd), converged, reference)[2]
+    per_type, per_metric, passed = stopping.verdict(candidate(-1.1 * half_sd), converged, reference)
+    assert not passed and list(per_metric.index[~per_metric["no worse"]]) == ["r2_var_all"]
+    slower = candidate().assign(train_seconds=lambda t: np.where(t.cell_type == "NK", 120.0, 100.0))
+    per_type, _, passed = stopping.verdict(slower, converged, reference)
+    assert not passed and list(per_type.index[~per_type["faster"]]) == ["NK"]
+    assert not stopping.verdict(candidate().iloc[1:], converged, reference)[2]  # a run missing
