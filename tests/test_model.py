@@ -60,6 +60,19 @@ def test_same_seed_gives_identical_metrics(tiny_config):
     assert third.metrics["r2_mean_all"] != first.metrics["r2_mean_all"]
 
 
+def test_an_epoch_in_the_checkpoint_path_keeps_every_checkpoint(tiny_config, tmp_path):
+    adata, _, _ = simulate(seed=6)
+    config = tiny_config.replace(epochs=4, checkpoint_every=2, early_stopping_patience=None)
+    model = sa.train(adata, config, checkpoint_path=tmp_path / "at-{epoch}.pt", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["at-2.pt", "at-4.pt"]
+    # epoch 2's file is the model a 2-epoch training ends with
+    two = sa.train(adata, config.replace(epochs=2), progress=False)
+    kept = sa.TrainedModel.load(tmp_path / "at-2.pt")
+    for name, tensor in two.module.state_dict().items():
+        assert torch.equal(tensor, kept.module.state_dict()[name]), name
+    assert len(model.history) == 4
+
+
 def test_checkpoint_round_trip_gives_identical_predictions(tiny_config, tmp_path):
     adata, _, _ = simulate(seed=2)
     config = tiny_config.replace(held_out_cell_type="type1", n_degs=20, checkpoint_every=1)

@@ -101,7 +101,8 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
 
     ``callback(epoch, record)`` is called after every epoch with the history
     record (keys: epoch, loss, reconstruction, kl, val_loss, val_reconstruction,
-    val_kl, seconds).  Checkpoints go to ``checkpoint_path`` every
+    val_kl, seconds).  Checkpoints go to ``checkpoint_path`` (with ``{epoch}`` in
+    it, one file per epoch, kept) every
     ``checkpoint_every`` epochs and at the end.
     """
     if adata.n_obs < 2:
@@ -185,7 +186,7 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
         else:
             since_best += 1
         if checkpoint_path and config.checkpoint_every and epoch % config.checkpoint_every == 0:
-            model.save(checkpoint_path, epoch)
+            model.save(str(checkpoint_path).replace("{epoch}", str(epoch)), epoch)
         if config.early_stopping_patience and since_best >= config.early_stopping_patience:
             break
     bar.close()
@@ -194,5 +195,5 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
         module.load_state_dict(model.best_state)
     module.eval()
     if checkpoint_path:
-        model.save(checkpoint_path)
+        model.save(str(checkpoint_path).replace("{epoch}", str(len(model.history))))
     return model

@@ -1,0 +1,66 @@
+"""How a prediction's scores move as one training goes on: every ``--every`` epochs, scored.
+
+    python benchmarks/score_by_epoch.py --cell-type CD4T --seed 0 --every 5
+
+Trains the paper configuration (stage 06's, as the small-data study does; one
+thread) once, keeping a checkpoint every ``--every`` epochs, then scores each
+checkpoint as the study scores a model (R², the paper's prediction) and
+appends one row per checkpoint to ``benchmarks/results/score_by_epoch.csv``:
+epoch, validation loss, training seconds so far, the four R².  A stopping rule
+that stops at epoch e gets exactly the checkpoint at e (training is the same
+up to there), so this says what any rule would score, for one run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+OUT = Path(__file__).resolve().parent / "results" / "score_by_epoch.csv"
+R2 = ["r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cell-type", default="CD4T")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+
+    from scgen_ablation.data import load
+    from scgen_ablation.experiment import assess, prepare
+    from scgen_ablation.model import TrainedModel
+    from scgen_ablation.study_record import paper_config
+    from scgen_ablation.training import train
+
+    config = paper_config(args.cell_type, args.seed, args.epochs).replace(
+        checkpoint_every=args.every, num_threads=args.threads)
+    adata = load("kang")
+    split, degs = prepare(adata, config)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        model = train(split.train, config, checkpoint_path=Path(folder) / "epoch-{epoch}.pt")
+        seconds = pd.Series([r["seconds"] for r in model.history]).cumsum()
+        for path in sorted(Path(folder).glob("epoch-*.pt"), key=lambda p: int(p.stem[6:])):
+            epoch = int(path.stem[6:])
+            scores = assess(TrainedModel.load(path), split, degs, config).metrics
+            rows.append({"cell_type": args.cell_type, "seed": args.seed, "epoch": epoch,
+                         "val_loss": model.history[epoch - 1]["val_loss"],
+                         "train_seconds": seconds[epoch - 1], **{m: scores[m] for m in R2}})
+            print(f"epoch {epoch:3d}: " + ", ".join(f"{m} {scores[m]:.3f}" for m in R2), flush=True)
+    old = pd.read_csv(args.out) if args.out.exists() else None
+    if old is not None:  # a rerun of the same run replaces its rows
+        old = old[~((old.cell_type == args.cell_type) & (old.seed == args.seed))]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat([old, pd.DataFrame(rows)], ignore_index=True).to_csv(args.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
