@@ -6,6 +6,7 @@ Trains the paper configuration (stage 06's, as the small-data study does; one
 thread) once, keeping a checkpoint every ``--every`` epochs, then scores each
 checkpoint as the study scores a model (R², the paper's prediction) and
 appends one row per checkpoint to ``benchmarks/results/score_by_epoch.csv``:
+setting (``--set NAME YAML_VALUE`` changes over the paper configuration),
 epoch, validation loss, training seconds so far, the four R².  A stopping rule
 that stops at epoch e gets exactly the checkpoint at e (training is the same
 up to there), so this says what any rule would score, for one run.
@@ -30,6 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs=2, action="append", default=[],
+                        metavar=("NAME", "YAML_VALUE"), help="a config change over the paper's")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
 
@@ -39,8 +42,12 @@ def main(argv=None) -> int:
     from scgen_ablation.study_record import paper_config
     from scgen_ablation.training import train
 
+    import yaml
+
+    changes = {name: yaml.safe_load(value) for name, value in args.set}
+    setting = ", ".join(f"{k}={v}" for k, v in sorted(changes.items())) or "paper"
     config = paper_config(args.cell_type, args.seed, args.epochs).replace(
-        checkpoint_every=args.every, num_threads=args.threads)
+        **changes, checkpoint_every=args.every, num_threads=args.threads)
     adata = load("kang")
     split, degs = prepare(adata, config)
     rows = []
@@ -50,13 +57,15 @@ def main(argv=None) -> int:
         for path in sorted(Path(folder).glob("epoch-*.pt"), key=lambda p: int(p.stem[6:])):
             epoch = int(path.stem[6:])
             scores = assess(TrainedModel.load(path), split, degs, config).metrics
-            rows.append({"cell_type": args.cell_type, "seed": args.seed, "epoch": epoch,
+            rows.append({"setting": setting, "cell_type": args.cell_type, "seed": args.seed,
+                         "epoch": epoch,
                          "val_loss": model.history[epoch - 1]["val_loss"],
                          "train_seconds": seconds[epoch - 1], **{m: scores[m] for m in R2}})
             print(f"epoch {epoch:3d}: " + ", ".join(f"{m} {scores[m]:.3f}" for m in R2), flush=True)
     old = pd.read_csv(args.out) if args.out.exists() else None
     if old is not None:  # a rerun of the same run replaces its rows
-        old = old[~((old.cell_type == args.cell_type) & (old.seed == args.seed))]
+        old = old[~((old.setting == setting) & (old.cell_type == args.cell_type)
+                    & (old.seed == args.seed))]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([old, pd.DataFrame(rows)], ignore_index=True).to_csv(args.out, index=False)
     return 0

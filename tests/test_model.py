@@ -73,6 +73,16 @@ def test_an_epoch_in_the_checkpoint_path_keeps_every_checkpoint(tiny_config, tmp
     assert len(model.history) == 4
 
 
+def test_a_cosine_schedule_takes_the_learning_rate_from_its_value_to_zero(tiny_config):
+    adata, _, _ = simulate(seed=6)
+    config = tiny_config.replace(epochs=4, learning_rate=1e-3, early_stopping_patience=None)
+    constant = sa.train(adata, config, progress=False)
+    assert [r["learning_rate"] for r in constant.history] == [1e-3] * 4
+    cosine = sa.train(adata, config.replace(learning_rate_schedule="cosine"), progress=False)
+    rates = [r["learning_rate"] for r in cosine.history]  # 1e-3 * (1 + cos(pi * e / 4)) / 2
+    assert rates == pytest.approx([1e-3, 8.536e-4, 5e-4, 1.464e-4], rel=1e-3)
+
+
 def test_checkpoint_round_trip_gives_identical_predictions(tiny_config, tmp_path):
     adata, _, _ = simulate(seed=2)
     config = tiny_config.replace(held_out_cell_type="type1", n_degs=20, checkpoint_every=1)

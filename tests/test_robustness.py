@@ -261,6 +261,7 @@ def test_servers_bind_to_loopback():
     ("epochs", True, "'epochs' must be a number"),
     ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
     ("early_stopping_min_delta", -0.01, r"early_stopping_min_delta must be in \[0, 1\)"),
+    ("learning_rate_schedule", "linear", "learning_rate_schedule='linear' is not one of"),
     ("seed", -1, "seed must be >= 0"),
     ("n_bootstrap", -1, "n_bootstrap must be >= 0"),
     ("variational", "yes", "'variational' must be true or false"),

@@ -20,6 +20,7 @@ import numpy as np
 
 CHOICES = {
     "reconstruction_loss": ("mse", "l1"),
+    "learning_rate_schedule": ("constant", "cosine"),
     "output_activation": ("linear", "relu"),
     "delta_cell_types": ("all", "paired"),
     "delta_latent": ("mean", "sample"),
@@ -41,7 +42,7 @@ NOT_TRAINING = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap", "device", "num_thre
 # fields added after trainings were first stored, at the value that reproduces the
 # behaviour from before they existed: left out of keys and digests at that value, so
 # the store's earlier trainings (and the runs that used them) keep their identity
-LATER_FIELDS = {"early_stopping_min_delta": 0.0}
+LATER_FIELDS = {"early_stopping_min_delta": 0.0, "learning_rate_schedule": "constant"}
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
@@ -71,6 +72,8 @@ class ScGenConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
+    # "cosine": the learning rate falls from learning_rate to 0 over `epochs` (per epoch)
+    learning_rate_schedule: str = "constant"
     validation_fraction: float = 0.1
     early_stopping_patience: int | None = 25  # None: no early stopping
     # an epoch counts as an improvement only when its validation loss is below the

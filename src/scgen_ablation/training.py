@@ -100,8 +100,8 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
     end; otherwise the last epoch's weights are kept (scvi-tools' behaviour).
 
     ``callback(epoch, record)`` is called after every epoch with the history
-    record (keys: epoch, loss, reconstruction, kl, val_loss, val_reconstruction,
-    val_kl, seconds).  Checkpoints go to ``checkpoint_path`` (with ``{epoch}`` in
+    record (keys: epoch, loss, reconstruction, kl, learning_rate, val_loss,
+    val_reconstruction, val_kl, seconds).  Checkpoints go to ``checkpoint_path`` (with ``{epoch}`` in
     it, one file per epoch, kept) every
     ``checkpoint_every`` epochs and at the end.
     """
@@ -131,6 +131,8 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
 
     module = ScGenModule(adata.n_vars, config).to(device)
     optimizer = make_optimizer(module, config)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+                if config.learning_rate_schedule == "cosine" else None)
     model = TrainedModel(module, config, list(map(str, adata.var_names)))
     generator = torch.Generator().manual_seed(config.seed)
     best_loss, improved, since_best = float("inf"), float("inf"), 0
@@ -161,7 +163,10 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
             optimizer.step()
             sums += torch.stack([pieces[name].detach() for name in PIECES]) * index.numel()
             seen += index.numel()
-        record = {"epoch": epoch, **dict(zip(PIECES, (sums / seen).tolist()))}
+        record = {"epoch": epoch, **dict(zip(PIECES, (sums / seen).tolist())),
+                  "learning_rate": optimizer.param_groups[0]["lr"]}
+        if schedule is not None:
+            schedule.step()
         if n_val:
             record.update({f"val_{k}": v for k, v in evaluate_loss(module, X_val).items()})
         record["seconds"] = time.perf_counter() - tic
