@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     import yaml
 
     changes = {name: yaml.safe_load(value) for name, value in args.set}
-    setting = ", ".join(f"{k}={v}" for k, v in sorted(changes.items())) or "paper"
+    setting = ", ".join(f"{k}={v}" for k, v in sorted({**changes, "epochs": args.epochs}.items()))
     config = paper_config(args.cell_type, args.seed, args.epochs).replace(
         **changes, checkpoint_every=args.every, num_threads=args.threads)
     adata = load("kang")
