@@ -200,6 +200,33 @@ def flush_block(table: pd.DataFrame, study_csv: Path | None = None) -> str:
                                      "held-out types; only the flush (and the thread count) differ.")
 
 
+def device_block(table: pd.DataFrame, study_csv: Path | None = None) -> str:
+    """The paper preset trained on the GPU (the record's stage 05) against the same
+    training made on the CPU (the study's `paper` rows): same configuration and seed."""
+    study_csv = study_csv or Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "small_data_prediction.csv"
+    rows = scored(table)
+    gpu = rows[(rows["stage"] == "05_scgen") & (rows["variant"] == "paper")
+               & (rows["device"] == "cuda")]
+    if gpu.empty or not study_csv.exists():
+        return "(no GPU `paper` rows in the record yet)"
+    study = pd.read_csv(study_csv)
+    study = study[(study["lever"] == "paper") & (study["device"] == "cpu")]
+    metrics = list(METRICS[:3])
+    cpu = study.set_index(["cell_type", "seed"])[metrics]
+    gpu = gpu.set_index(["held_out_cell_type", "seed"])[metrics]
+    gpu.index.names = cpu.index.names
+    shared = gpu.index.intersection(cpu.index)
+    difference = (gpu.loc[shared] - cpu.loc[shared]).abs()
+    out = pd.DataFrame({"GPU vs CPU, mean abs. difference": difference.mean(),
+                        "GPU vs CPU, largest difference": difference.max(),
+                        "sd over seeds (CPU), mean over types":
+                            study.groupby("cell_type")[metrics].std().mean()}).T
+    out.columns = [SHORT[c] for c in out.columns]
+    return markdown(out.round(3)) + (f"\n\nThe paper preset, same configuration and seed, "
+                                     f"{len(shared)} held-out runs; only the device (and the "
+                                     "thread count) differ.")
+
+
 BEYOND = "07_beyond"
 TOLERANCE = 1e-6  # "at least": equal up to float rounding (a constant shift keeps the variance)
 
@@ -365,6 +392,7 @@ def write_report(csv: Path, figures: Path, docs=()) -> int:
     table = load(csv)
     blocks = {"ablation-ladder": ladder_block(table), "ablation-variants": variants_block(table),
               "ablation-per-type": per_type_block(table), "ablation-coverage": coverage_block(table),
+              "ablation-device": device_block(table),
               "ablation-field-rule": rules_block(table), "ablation-beyond": beyond_block(table),
               "ablation-beyond-per-type": beyond_per_type_block(table),
               "ablation-beyond-goal": beyond_goal_block(table),
