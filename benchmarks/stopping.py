@@ -2,12 +2,13 @@
 
     python benchmarks/stopping.py --seeds 0          # the first candidate: train, resumable
     python benchmarks/stopping.py --report           # its verdict
+    python benchmarks/stopping.py --preset recommended [--report]   # the same rule on that preset
     python benchmarks/stopping.py --set learning_rate 3e-3 --set epochs 40 ... [--report]
 
 The paper configuration stops after 25 epochs without *any* decrease of the
 validation loss, and on Kang that loss creeps down until the 100-epoch cap.
-A candidate is a set of config changes over the paper configuration (``--set
-NAME YAML_VALUE``, repeated); without any, the first one stated in
+A candidate is a set of config changes over a preset's configuration (``--preset``,
+``--set NAME YAML_VALUE``, repeated); without any, the first one stated in
 docs/benchmarks.md: stop after 10 epochs without a decrease of at least 1% of
 the best loss.  Each (held-out type, seed) trains the paper configuration with
 the candidate's changes, one thread, scored as the small-data study scores
@@ -17,9 +18,10 @@ appended to ``benchmarks/results/stopping.csv`` under the candidate's name.
 The verdict, stated before any candidate run (docs/benchmarks.md):
 
 - *no worse*: for each of the four R², the mean over the (type, seed) runs of
-  candidate minus converged paper run (``small_data_prediction.csv``, lever
-  "paper": the same configuration and seeds, patience 25, up to 100 epochs) is
-  at least minus half the converged runs' seed sd (pooled over types);
+  candidate minus converged run of the same preset (the small-data study's
+  rows of that training and prediction, ``CONVERGED``: the same configuration
+  and seeds, patience 25, up to 100 epochs) is at least minus half the
+  converged runs' seed sd (pooled over types);
 - *faster*: on every held-out type, the candidate's mean training time is
   below the reference's (``../shared/reference/results.csv``: epochs x s/epoch).
 
@@ -37,7 +39,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "stopping.csv"
-CONVERGED = RESULTS / "small_data_prediction.csv"
+# each preset's converged runs in the small-data study: (CSV, lever, prediction)
+CONVERGED = {"paper": (RESULTS / "small_data_prediction.csv", "paper", None),
+             "recommended": (RESULTS / "small_data_training.csv", "ReLU output",
+                             "paired delta + residual decoding")}
 REFERENCE = ROOT.parent / "shared" / "reference" / "results.csv"
 TYPES = ["B", "CD14+Mono", "CD4T", "CD8T", "Dendritic", "FCGR3A+Mono", "NK"]
 R2 = ["r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100"]
@@ -52,17 +57,25 @@ def candidate_of(pairs) -> dict:
     return {name: yaml.safe_load(value) for name, value in pairs} if pairs else dict(FIRST)
 
 
-def rule_name(changes: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(changes.items()))
+def rule_name(changes: dict, preset: str = "paper") -> str:
+    rule = ", ".join(f"{k}={v}" for k, v in sorted(changes.items()))
+    return rule if preset == "paper" else f"{preset}: {rule}"
+
+
+def converged_runs(preset: str) -> pd.DataFrame:
+    csv, lever, prediction = CONVERGED[preset]
+    rows = pd.read_csv(csv)
+    rows = rows[rows["lever"] == lever]
+    return rows if prediction is None else rows[rows["prediction"] == prediction]
 
 
 def run(args) -> int:
     from scgen_ablation import study
     from scgen_ablation.data import load
-    from scgen_ablation.study_record import paper_config
+    from scgen_ablation.stages import stage_config
 
     changes = candidate_of(args.set)
-    rule = rule_name(changes)
+    rule = rule_name(changes, args.preset)
     done = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame(
         columns=["rule", "cell_type", "seed"])
     have = set(zip(done["rule"], done["cell_type"], done["seed"].astype(int)))
@@ -71,8 +84,10 @@ def run(args) -> int:
         for cell_type in args.cell_types:
             if (rule, cell_type, seed) in have:
                 continue
-            config = paper_config(cell_type, seed, 100).replace(**changes,
-                                                                num_threads=args.threads)
+            # stage 06's configuration under the preset, as the study's runs were made
+            config = stage_config("06_small_data", preset_name=args.preset, parameters={
+                "held_out_cell_type": cell_type, "seed": seed, "epochs": 100}).replace(
+                    **changes, num_threads=args.threads)
             row = study.evaluate_prediction_levers(adata, config, levers={"paper": {}})[0]
             row = {"rule": rule, **{k: v for k, v in row.items() if k not in ("lever", "kind")}}
             table = pd.concat([pd.read_csv(args.out) if args.out.exists() else None,
@@ -116,11 +131,10 @@ def verdict(candidate: pd.DataFrame, converged: pd.DataFrame, reference: pd.Data
 
 
 def report(args) -> int:
-    rule = rule_name(candidate_of(args.set))
+    rule = rule_name(candidate_of(args.set), args.preset)
     candidate = pd.read_csv(args.out)
     candidate = candidate[candidate["rule"] == rule]
-    converged = pd.read_csv(CONVERGED)
-    converged = converged[converged["lever"] == "paper"]
+    converged = converged_runs(args.preset)
     per_type, per_metric, passed = verdict(candidate, converged, pd.read_csv(REFERENCE))
     print(f"rule: {rule}; {len(candidate)} of {len(TYPES) * 3} runs made\n")
     print(per_type.round(3).to_markdown(), "\n")
@@ -132,6 +146,7 @@ def report(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="paper", choices=sorted(CONVERGED))
     parser.add_argument("--set", nargs=2, action="append", default=[],
                         metavar=("NAME", "YAML_VALUE"), help="a config change of the candidate")
     parser.add_argument("--cell-types", nargs="+", default=TYPES)
