@@ -107,13 +107,13 @@ def verdict(candidate: pd.DataFrame, converged: pd.DataFrame, reference: pd.Data
     per_type = pd.DataFrame({
         "runs": paired.groupby("cell_type").size(),
         "epochs: rule": paired.groupby("cell_type")["epochs_run"].mean(),
-        "epochs: paper": paired.groupby("cell_type")["epochs_run_converged"].mean(),
+        "epochs: converged": paired.groupby("cell_type")["epochs_run_converged"].mean(),
         "epochs: reference": reference.groupby("cell_type")["epochs"].mean(),
         "seconds: rule": paired.groupby("cell_type")["train_seconds"].mean(),
-        "seconds: paper": paired.groupby("cell_type")["train_seconds_converged"].mean(),
+        "seconds: converged": paired.groupby("cell_type")["train_seconds_converged"].mean(),
         "seconds: reference": reference.groupby("cell_type")["train_seconds"].mean(),
         **{f"{m}: rule": paired.groupby("cell_type")[m].mean() for m in R2[:2]},
-        **{f"{m}: paper": paired.groupby("cell_type")[f"{m}_converged"].mean() for m in R2[:2]},
+        **{f"{m}: converged": paired.groupby("cell_type")[f"{m}_converged"].mean() for m in R2[:2]},
     }).loc[lambda t: t["runs"] > 0]
     per_type["faster"] = per_type["seconds: rule"] < per_type["seconds: reference"]
     rows = []
@@ -121,7 +121,7 @@ def verdict(candidate: pd.DataFrame, converged: pd.DataFrame, reference: pd.Data
         difference = paired[metric] - paired[f"{metric}_converged"]
         seed_sd = float(np.sqrt(converged.groupby("cell_type")[metric].var().mean()))
         rows.append({"metric": metric, "rule": paired[metric].mean(),
-                     "paper": paired[f"{metric}_converged"].mean(),
+                     "converged": paired[f"{metric}_converged"].mean(),
                      "mean difference": difference.mean(), "allowed": -seed_sd / 2,
                      "no worse": difference.mean() >= -seed_sd / 2})
     per_metric = pd.DataFrame(rows).set_index("metric")
