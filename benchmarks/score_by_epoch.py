@@ -1,6 +1,7 @@
 """How a prediction's scores move as one training goes on: every ``--every`` epochs, scored.
 
     python benchmarks/score_by_epoch.py --cell-type CD4T --seed 0 --every 5
+    python benchmarks/score_by_epoch.py --figure docs/figures/score_by_epoch.png   # plot the CSV
 
 Trains the paper configuration (stage 06's, as the small-data study does; one
 thread) once, keeping a checkpoint every ``--every`` epochs, then scores each
@@ -34,7 +35,11 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs=2, action="append", default=[],
                         metavar=("NAME", "YAML_VALUE"), help="a config change over the paper's")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="train nothing: plot the CSV's runs to this file")
     args = parser.parse_args(argv)
+    if args.figure:
+        return figure(pd.read_csv(args.out), args.figure)
 
     from scgen_ablation.data import load
     from scgen_ablation.experiment import assess, prepare
@@ -68,6 +73,32 @@ def main(argv=None) -> int:
                     & (old.seed == args.seed))]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([old, pd.DataFrame(rows)], ignore_index=True).to_csv(args.out, index=False)
+    return 0
+
+
+def figure(table: pd.DataFrame, path: Path) -> int:
+    """Each R² against training time, one line per (setting, type, seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(R2), figsize=(4 * len(R2), 3.8), sharex=True)
+    for (setting, cell_type, seed), run in table.groupby(["setting", "cell_type", "seed"]):
+        for ax, metric in zip(axes, R2):
+            ax.plot(run["epoch"], run[metric], marker="o", ms=3,
+                    label=f"{setting} ({cell_type}, seed {seed})")
+    for ax, metric in zip(axes, R2):
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
+    fig.suptitle("What a prediction scores at each epoch of one training")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
     return 0
 
 
