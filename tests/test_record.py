@@ -131,3 +131,24 @@ def test_a_field_added_later_keeps_the_keys_of_the_trainings_made_before_it():
     changed = config.replace(early_stopping_min_delta=0.01)
     assert changed.training_key(item["data_sha256"]) != item["training_key"]
     assert changed.digest() != config.digest()
+
+
+def _append_rows(path, first, count):
+    record = ablation_record.Record(path)
+    for i in range(first, first + count):
+        record.append([{"stage": "s", "variant": "v", "held_out_cell_type": f"t{i}", "seed": 0,
+                        "r2_mean_all": 0.5}])
+
+
+def test_two_processes_appending_to_one_record_lose_no_rows(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "record.csv"
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_append_rows, args=(path, first, 100)) for first in (0, 100)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=300)
+        assert writer.exitcode == 0
+    assert sorted(pd.read_csv(path)["held_out_cell_type"]) == sorted(f"t{i}" for i in range(200))
