@@ -172,11 +172,32 @@ def recommended_block(table: pd.DataFrame) -> str:
         f"\n\nSeeds {seeds}; r of change and DEGs over the top-100 DEGs.")
 
 
+STUDY_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def same_runs_difference(record_rows: pd.DataFrame, study: pd.DataFrame, label: str,
+                         study_label: str, digits: int) -> tuple[pd.DataFrame, int]:
+    """Record rows against the study's rows of the same (type, seed): the mean and the
+    largest absolute difference of the first three R², beside the study's seed sd."""
+    metrics = list(METRICS[:3])
+    before = study.set_index(["cell_type", "seed"])[metrics]
+    after = record_rows.set_index(["held_out_cell_type", "seed"])[metrics]
+    after.index.names = before.index.names
+    shared = after.index.intersection(before.index)
+    difference = (after.loc[shared] - before.loc[shared]).abs()
+    out = pd.DataFrame({f"{label}, mean abs. difference": difference.mean(),
+                        f"{label}, largest difference": difference.max(),
+                        f"sd over seeds ({study_label}), mean over types":
+                            study.groupby("cell_type")[metrics].std().mean()}).T
+    out.columns = [SHORT[c] for c in out.columns]
+    return out.round(digits), len(shared)
+
+
 def flush_block(table: pd.DataFrame, study_csv: Path | None = None) -> str:
     """The `recommended` preset trained on the CPU with denormals flushed (the record)
     against the same seed trained before the flush (the study's record), per type, next
     to the study's sd over seeds."""
-    study_csv = study_csv or Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "small_data_training.csv"
+    study_csv = study_csv or STUDY_RESULTS / "small_data_training.csv"
     rows = scored(table)
     now = rows[(rows["stage"] == "05_scgen") & (rows["variant"] == "recommended")
                & (rows["device"] == "cpu")]
@@ -185,25 +206,15 @@ def flush_block(table: pd.DataFrame, study_csv: Path | None = None) -> str:
     study = pd.read_csv(study_csv)
     study = study[(study["lever"] == "ReLU output")
                   & (study["prediction"] == "paired delta + residual decoding")]
-    metrics = list(METRICS[:3])
-    before = study.set_index(["cell_type", "seed"])[metrics]
-    after = now.set_index(["held_out_cell_type", "seed"])[metrics]
-    after.index.names = before.index.names
-    shared = after.index.intersection(before.index)
-    difference = (after.loc[shared] - before.loc[shared]).abs()
-    out = pd.DataFrame({"flushed vs not, mean abs. difference": difference.mean(),
-                        "flushed vs not, largest difference": difference.max(),
-                        "sd over seeds (study), mean over types":
-                            study.groupby("cell_type")[metrics].std().mean()}).T
-    out.columns = [SHORT[c] for c in out.columns]
-    return markdown(out.round(4)) + (f"\n\nSame seed, same CPU code path, {len(shared)} "
-                                     "held-out types; only the flush (and the thread count) differ.")
+    out, runs = same_runs_difference(now, study, "flushed vs not", "study", 4)
+    return markdown(out) + (f"\n\nSame seed, same CPU code path, {runs} held-out types; "
+                            "only the flush (and the thread count) differ.")
 
 
 def device_block(table: pd.DataFrame, study_csv: Path | None = None) -> str:
     """The paper preset trained on the GPU (the record's stage 05) against the same
     training made on the CPU (the study's `paper` rows): same configuration and seed."""
-    study_csv = study_csv or Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "small_data_prediction.csv"
+    study_csv = study_csv or STUDY_RESULTS / "small_data_prediction.csv"
     rows = scored(table)
     gpu = rows[(rows["stage"] == "05_scgen") & (rows["variant"] == "paper")
                & (rows["device"] == "cuda")]
@@ -211,20 +222,9 @@ def device_block(table: pd.DataFrame, study_csv: Path | None = None) -> str:
         return "(no GPU `paper` rows in the record yet)"
     study = pd.read_csv(study_csv)
     study = study[(study["lever"] == "paper") & (study["device"] == "cpu")]
-    metrics = list(METRICS[:3])
-    cpu = study.set_index(["cell_type", "seed"])[metrics]
-    gpu = gpu.set_index(["held_out_cell_type", "seed"])[metrics]
-    gpu.index.names = cpu.index.names
-    shared = gpu.index.intersection(cpu.index)
-    difference = (gpu.loc[shared] - cpu.loc[shared]).abs()
-    out = pd.DataFrame({"GPU vs CPU, mean abs. difference": difference.mean(),
-                        "GPU vs CPU, largest difference": difference.max(),
-                        "sd over seeds (CPU), mean over types":
-                            study.groupby("cell_type")[metrics].std().mean()}).T
-    out.columns = [SHORT[c] for c in out.columns]
-    return markdown(out.round(3)) + (f"\n\nThe paper preset, same configuration and seed, "
-                                     f"{len(shared)} held-out runs; only the device (and the "
-                                     "thread count) differ.")
+    out, runs = same_runs_difference(gpu, study, "GPU vs CPU", "CPU", 3)
+    return markdown(out) + (f"\n\nThe paper preset, same configuration and seed, {runs} "
+                            "held-out runs; only the device (and the thread count) differ.")
 
 
 BEYOND = "07_beyond"
