@@ -47,9 +47,12 @@ def main(argv=None) -> int:
     from scgen_ablation.study_record import paper_config
     from scgen_ablation.training import train
 
-    import yaml
+    from scgen_ablation.runner import UsageError, parse_parameters
 
-    changes = {name: yaml.safe_load(value) for name, value in args.set}
+    try:
+        changes = parse_parameters(args.set)
+    except UsageError as error:
+        parser.error(str(error).replace("-p ", "--set "))
     setting = ", ".join(f"{k}={v}" for k, v in sorted({**changes, "epochs": args.epochs}.items()))
     config = paper_config(args.cell_type, args.seed, args.epochs).replace(
         **changes, checkpoint_every=args.every, num_threads=args.threads)

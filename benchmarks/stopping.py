@@ -36,6 +36,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scgen_ablation.paths import REFERENCE_RESULTS as REFERENCE
+from scgen_ablation.runner import UsageError, parse_parameters
+from scgen_ablation.study_record import CELL_TYPES as TYPES
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "stopping.csv"
@@ -43,8 +47,6 @@ OUT = RESULTS / "stopping.csv"
 CONVERGED = {"paper": (RESULTS / "small_data_prediction.csv", "paper", None),
              "recommended": (RESULTS / "small_data_training.csv", "ReLU output",
                              "paired delta + residual decoding")}
-REFERENCE = ROOT.parent / "shared" / "reference" / "results.csv"
-TYPES = ["B", "CD14+Mono", "CD4T", "CD8T", "Dendritic", "FCGR3A+Mono", "NK"]
 R2 = ["r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100"]
 
 
@@ -52,9 +54,7 @@ FIRST = {"early_stopping_min_delta": 0.01, "early_stopping_patience": 10}
 
 
 def candidate_of(pairs) -> dict:
-    import yaml
-
-    return {name: yaml.safe_load(value) for name, value in pairs} if pairs else dict(FIRST)
+    return parse_parameters(pairs) if pairs else dict(FIRST)
 
 
 def rule_name(changes: dict, preset: str = "paper") -> str:
@@ -155,6 +155,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--report", action="store_true", help="train nothing: the verdict")
     args = parser.parse_args(argv)
+    try:
+        candidate_of(args.set)
+    except UsageError as error:
+        parser.error(str(error).replace("-p ", "--set "))
     return report(args) if args.report else run(args)
 
 

@@ -89,6 +89,11 @@ def evaluate_loss(module: ScGenModule, X: torch.Tensor, chunk: int = 1024) -> di
     return {name: value / max(X.shape[0], 1) for name, value in sums.items()}
 
 
+def checkpoint_file(path: str | Path, epoch: int) -> str:
+    """``path`` with ``{epoch}`` (if any) replaced by ``epoch``."""
+    return str(path).replace("{epoch}", str(epoch))
+
+
 def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | None = None,
           checkpoint_path: str | Path | None = None, progress: bool = True) -> TrainedModel:
     """Train scGen's autoencoder on ``adata`` (log-normalised; the training split).
@@ -101,9 +106,9 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
 
     ``callback(epoch, record)`` is called after every epoch with the history
     record (keys: epoch, loss, reconstruction, kl, learning_rate, val_loss,
-    val_reconstruction, val_kl, seconds).  Checkpoints go to ``checkpoint_path`` (with ``{epoch}`` in
-    it, one file per epoch, kept) every
-    ``checkpoint_every`` epochs and at the end.
+    val_reconstruction, val_kl, seconds).  Checkpoints go to ``checkpoint_path``
+    every ``checkpoint_every`` epochs and at the end; with ``{epoch}`` in the
+    path, each epoch's goes to its own file and all are kept.
     """
     if adata.n_obs < 2:
         raise ValueError(f"need at least 2 training cells, got {adata.n_obs}")
@@ -191,7 +196,7 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
         else:
             since_best += 1
         if checkpoint_path and config.checkpoint_every and epoch % config.checkpoint_every == 0:
-            model.save(str(checkpoint_path).replace("{epoch}", str(epoch)), epoch)
+            model.save(checkpoint_file(checkpoint_path, epoch), epoch)
         if config.early_stopping_patience and since_best >= config.early_stopping_patience:
             break
     bar.close()
@@ -200,5 +205,5 @@ def train(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | N
         module.load_state_dict(model.best_state)
     module.eval()
     if checkpoint_path:
-        model.save(str(checkpoint_path).replace("{epoch}", str(len(model.history))))
+        model.save(checkpoint_file(checkpoint_path, len(model.history)))
     return model
