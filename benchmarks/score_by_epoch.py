@@ -4,7 +4,7 @@
     python benchmarks/score_by_epoch.py --figure docs/figures/score_by_epoch.png   # plot the CSV
 
 Trains the paper configuration (stage 06's, as the small-data study does; one
-thread) once, keeping a checkpoint every ``--every`` epochs, then scores each
+thread; ``--preset recommended`` for that preset's) once, keeping a checkpoint every ``--every`` epochs, then scores each
 checkpoint as the study scores a model (R², the paper's prediction) and
 appends one row per checkpoint to ``benchmarks/results/score_by_epoch.csv``:
 setting (``--set NAME YAML_VALUE`` changes over the paper configuration),
@@ -27,6 +27,7 @@ R2 = ["r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100"]
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="paper", help="the preset the changes apply to")
     parser.add_argument("--cell-type", default="CD4T")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=5)
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     from scgen_ablation.data import load
     from scgen_ablation.experiment import assess, prepare
     from scgen_ablation.model import TrainedModel
-    from scgen_ablation.study_record import paper_config
+    from scgen_ablation.stages import stage_config
     from scgen_ablation.training import train
 
     from scgen_ablation.runner import UsageError, parse_parameters
@@ -54,8 +55,14 @@ def main(argv=None) -> int:
     except UsageError as error:
         parser.error(str(error).replace("-p ", "--set "))
     setting = ", ".join(f"{k}={v}" for k, v in sorted({**changes, "epochs": args.epochs}.items()))
-    config = paper_config(args.cell_type, args.seed, args.epochs).replace(
-        **changes, checkpoint_every=args.every, num_threads=args.threads)
+    if args.preset != "paper":
+        setting = f"{args.preset}: {setting}"
+    try:  # stage 06's configuration under the preset, as the small-data study builds it
+        config = stage_config("06_small_data", preset_name=args.preset, parameters={
+            "held_out_cell_type": args.cell_type, "seed": args.seed, "epochs": args.epochs})
+    except KeyError as error:
+        parser.error(str(error))
+    config = config.replace(**changes, checkpoint_every=args.every, num_threads=args.threads)
     adata = load("kang")
     split, degs = prepare(adata, config)
     rows = []

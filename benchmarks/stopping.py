@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scgen_ablation.ablation_record import Record
 from scgen_ablation.paths import REFERENCE_RESULTS as REFERENCE
 from scgen_ablation.runner import UsageError, parse_parameters
 from scgen_ablation.study_record import CELL_TYPES as TYPES
@@ -76,8 +77,8 @@ def run(args) -> int:
 
     changes = candidate_of(args.set)
     rule = rule_name(changes, args.preset)
-    done = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame(
-        columns=["rule", "cell_type", "seed"])
+    record = Record(args.out, key=["rule", "cell_type", "seed"], leading=[])
+    done = record.read()
     have = set(zip(done["rule"], done["cell_type"], done["seed"].astype(int)))
     adata = load("kang")
     for seed in args.seeds:
@@ -90,10 +91,7 @@ def run(args) -> int:
                     **changes, num_threads=args.threads)
             row = study.evaluate_prediction_levers(adata, config, levers={"paper": {}})[0]
             row = {"rule": rule, **{k: v for k, v in row.items() if k not in ("lever", "kind")}}
-            table = pd.concat([pd.read_csv(args.out) if args.out.exists() else None,
-                               pd.DataFrame([row])], ignore_index=True)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            table.to_csv(args.out, index=False)
+            record.append([row])  # under a lock: several processes may share --out
             print(f"{cell_type}, seed {seed}: {row['epochs_run']:.0f} epochs, "
                   f"{row['train_seconds']:.0f} s, r2_mean_all {row['r2_mean_all']:.3f}", flush=True)
     return 0

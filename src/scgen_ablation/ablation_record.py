@@ -152,20 +152,22 @@ class Record:
     under a lock file, so rows with new columns (e.g. bootstrap columns) never misalign
     and no writer drops another's rows."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, key: list[str] = KEY, leading: list[str] = META):
         self.path = Path(path)
+        self.key = list(key)  # a row replaces an older one with the same values of these
+        self.leading = [c for c in leading if c not in self.key]  # columns after the key
         self.lock = threading.Lock()
 
     def read(self) -> pd.DataFrame:
-        return pd.read_csv(self.path) if self.path.exists() else pd.DataFrame(columns=KEY)
+        return pd.read_csv(self.path) if self.path.exists() else pd.DataFrame(columns=self.key)
 
     def append(self, rows: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock, open(self.path.with_suffix(".lock"), "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             table = pd.concat([self.read(), pd.DataFrame(rows)], ignore_index=True)
-            table = table.drop_duplicates(KEY, keep="last")
-            first = KEY + [c for c in META if c in table]
+            table = table.drop_duplicates(self.key, keep="last")
+            first = self.key + [c for c in self.leading if c in table]
             table = table[first + [c for c in table.columns if c not in first]]
             descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
             os.close(descriptor)
