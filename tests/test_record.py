@@ -152,3 +152,15 @@ def test_two_processes_appending_to_one_record_lose_no_rows(tmp_path):
         writer.join(timeout=300)
         assert writer.exitcode == 0
     assert sorted(pd.read_csv(path)["held_out_cell_type"]) == sorted(f"t{i}" for i in range(200))
+
+
+def test_a_record_with_its_own_key_replaces_a_rerun_and_keeps_its_columns(tmp_path):
+    # the stopping benchmark's runs: one row per (rule, type, seed), columns as written
+    record = ablation_record.Record(tmp_path / "runs.csv", key=["rule", "cell_type", "seed"],
+                                    leading=[])
+    record.append([{"rule": "a", "cell_type": "B", "seed": 0, "r2_mean_all": 0.5, "device": "cpu"}])
+    record.append([{"rule": "a", "cell_type": "NK", "seed": 0, "r2_mean_all": 0.6, "device": "cpu"}])
+    record.append([{"rule": "a", "cell_type": "B", "seed": 0, "r2_mean_all": 0.7, "device": "cpu"}])
+    table = record.read()
+    assert list(table.columns) == ["rule", "cell_type", "seed", "r2_mean_all", "device"]
+    assert table.set_index("cell_type")["r2_mean_all"].to_dict() == {"NK": 0.6, "B": 0.7}
