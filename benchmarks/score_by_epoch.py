@@ -4,7 +4,8 @@
     python benchmarks/score_by_epoch.py --figure docs/figures/score_by_epoch.png   # plot the CSV
 
 Trains the paper configuration (stage 06's, as the small-data study does; one
-thread; ``--preset recommended`` for that preset's) once, keeping a checkpoint every ``--every`` epochs, then scores each
+thread; ``--preset recommended`` for that preset's, on the paper's schedule as the
+study trained it) once, keeping a checkpoint every ``--every`` epochs, then scores each
 checkpoint as the study scores a model (R², the paper's prediction) and
 appends one row per checkpoint to ``benchmarks/results/score_by_epoch.csv``:
 setting (``--set NAME YAML_VALUE`` changes over the paper configuration),
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     from scgen_ablation.data import load
     from scgen_ablation.experiment import assess, prepare
     from scgen_ablation.model import TrainedModel
+    from scgen_ablation.config import PAPER_SCHEDULE
     from scgen_ablation.stages import stage_config
     from scgen_ablation.training import train
 
@@ -57,12 +59,13 @@ def main(argv=None) -> int:
     setting = ", ".join(f"{k}={v}" for k, v in sorted({**changes, "epochs": args.epochs}.items()))
     if args.preset != "paper":
         setting = f"{args.preset}: {setting}"
-    try:  # stage 06's configuration under the preset, as the small-data study builds it
+    try:  # stage 06's configuration under the preset, on the paper's schedule, as the study ran it
         config = stage_config("06_small_data", preset_name=args.preset, parameters={
-            "held_out_cell_type": args.cell_type, "seed": args.seed, "epochs": args.epochs})
+            "held_out_cell_type": args.cell_type, "seed": args.seed})
     except KeyError as error:
         parser.error(str(error))
-    config = config.replace(**changes, checkpoint_every=args.every, num_threads=args.threads)
+    config = config.replace(**PAPER_SCHEDULE).replace(
+        **{**changes, "epochs": args.epochs}, checkpoint_every=args.every, num_threads=args.threads)
     adata = load("kang")
     split, degs = prepare(adata, config)
     rows = []

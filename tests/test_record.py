@@ -164,3 +164,19 @@ def test_a_record_with_its_own_key_replaces_a_rerun_and_keeps_its_columns(tmp_pa
     table = record.read()
     assert list(table.columns) == ["rule", "cell_type", "seed", "r2_mean_all", "device"]
     assert table.set_index("cell_type")["r2_mean_all"].to_dict() == {"NK": 0.6, "B": 0.7}
+
+
+def test_a_row_made_by_another_training_is_stale_and_remade(tmp_path):
+    # a preset's change alters a planned row's training key: the old row no longer holds
+    items = [{"stage": "05_scgen", "variant": "recommended", "held_out_cell_type": t, "seed": 0,
+              "training_key": f"new-{t}"} for t in ("B", "NK")]
+    done = pd.DataFrame([{"stage": "05_scgen", "variant": "recommended", "held_out_cell_type": t,
+                          "seed": 0, "training_key": key, "status": "ok"}
+                         for t, key in (("B", "old-B"), ("NK", "new-NK"))])
+    assert [item["held_out_cell_type"] for item in ablation_record.stale(items, done)] == ["B"]
+    assert [[i["held_out_cell_type"] for i in unit]
+            for unit in ablation_record.pending_units(items, done)] == [["B"]]
+    record = ablation_record.Record(tmp_path / "record.csv")
+    record.append(done.to_dict("records"))
+    record.append([{**items[0], "status": "ok"}])  # the remade row replaces the stale one
+    assert ablation_record.pending_units(items, record.read()) == []

@@ -58,12 +58,25 @@ def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[di
     return items
 
 
+def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
+    """The items whose row in ``done`` was made by another training (its config or data
+    changed since, e.g. a preset's): a row holds only for the training key it names."""
+    if not len(done):
+        return []
+    made = dict(zip(done[KEY].astype({"seed": int}).itertuples(index=False),
+                    done["training_key"]))
+    return [item for item in items
+            if made.get(tuple(item[k] for k in KEY), item["training_key"]) != item["training_key"]]
+
+
 def pending_units(items: list[dict], done: pd.DataFrame) -> list[list[dict]]:
-    """The rows not in ``done``, grouped by training key (one training each), in plan order."""
+    """The rows not in ``done`` or stale there, grouped by training key (one training
+    each), in plan order; a stale row is replaced when its new row is appended."""
     have = set(done[KEY].astype({"seed": int}).itertuples(index=False)) if len(done) else set()
+    old = {id(item) for item in stale(items, done)}
     units: dict[str, list[dict]] = {}
     for item in items:
-        if tuple(item[k] for k in KEY) not in have:
+        if tuple(item[k] for k in KEY) not in have or id(item) in old:
             units.setdefault(item["training_key"], []).append(item)
     return list(units.values())
 
@@ -266,10 +279,14 @@ def main(argv=None) -> int:
             log_rows(new, by_key, args.experiment, lock)
         print(f"{len(new)} rows imported into {args.out}")
         return 0
-    units = pending_units(items, record.read())
+    done = record.read()
+    units = pending_units(items, done)
     rows_to_make = sum(len(u) for u in units)
+    old = len(stale(items, done))
     print(f"{len(items)} rows in profile {args.profile!r}; {rows_to_make} to make from "
-          f"{len(units)} trainings, {args.jobs} at a time", flush=True)
+          f"{len(units)} trainings, {args.jobs} at a time"
+          + (f" ({old} of them stale: made by a training whose config or data has changed)"
+             if old else ""), flush=True)
     if args.write_units:
         args.write_units.mkdir(parents=True, exist_ok=True)
         for index, unit in enumerate(units):

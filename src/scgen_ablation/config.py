@@ -221,6 +221,13 @@ def _checked(name: str, kind: str, value: Any) -> Any:
     raise AssertionError(f"no check for field {name!r} of type {kind}")
 
 
+# The fields that set how long and in what steps a model trains, as scGen
+# trains them (the small-data study's runs; benchmarks/stopping.py's candidates
+# change them over these).
+PAPER_SCHEDULE: dict[str, Any] = {
+    name: ScGenConfig.__dataclass_fields__[name].default
+    for name in ("batch_size", "learning_rate_schedule", "epochs")}
+
 # Named presets.  "paper" is scGen as published (and as the authors' current
 # package trains it).  "recommended" is what the two-step selection rule of
 # docs/small_data.md picked from the Kang study (tests/test_study.py checks it
