@@ -64,3 +64,23 @@ def test_the_stopping_verdict_holds_the_rule_it_states():
     per_type, _, passed = stopping.verdict(slower, converged, reference)
     assert not passed and list(per_type.index[~per_type["faster"]]) == ["NK"]
     assert not stopping.verdict(candidate().iloc[1:], converged, reference)[2]  # a run missing
+
+
+def test_the_recommended_schedule_is_a_candidate_whose_committed_verdict_passed():
+    # a default may change only on a passed verdict: the committed runs must show it
+    import importlib.util
+
+    import pandas as pd
+
+    from scgen_ablation.config import PRESETS, RECOMMENDED_SCHEDULE
+    from scgen_ablation.paths import REFERENCE_RESULTS
+
+    spec = importlib.util.spec_from_file_location("stopping", ROOT / "benchmarks" / "stopping.py")
+    stopping = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stopping)
+    assert RECOMMENDED_SCHEDULE.items() <= PRESETS["recommended"].items()
+    runs = pd.read_csv(stopping.OUT)
+    runs = runs[runs["rule"] == stopping.rule_name(RECOMMENDED_SCHEDULE, "recommended")]
+    per_type, per_metric, passed = stopping.verdict(
+        runs, stopping.converged_runs("recommended"), pd.read_csv(REFERENCE_RESULTS))
+    assert len(runs) == 21 and passed, (per_type, per_metric)
