@@ -96,7 +96,9 @@ def figure(table: pd.DataFrame, path: Path) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(R2), figsize=(4 * len(R2), 3.8), sharex=True)
+    runs = table.groupby(["setting", "cell_type", "seed"]).ngroups
+    legend = 0.25 * ((runs + 1) // 2)  # inches: two legend entries a row
+    fig, axes = plt.subplots(1, len(R2), figsize=(4 * len(R2), 3.4 + legend), sharex=True)
     for (setting, cell_type, seed), run in table.groupby(["setting", "cell_type", "seed"]):
         for ax, metric in zip(axes, R2):
             ax.plot(run["epoch"], run[metric], marker="o", ms=3,
@@ -108,7 +110,7 @@ def figure(table: pd.DataFrame, path: Path) -> int:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
     fig.suptitle("What a prediction scores at each epoch of one training")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, (legend + 0.2) / (3.4 + legend), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
