@@ -46,8 +46,7 @@ def main(argv=None) -> int:
     from scgen_ablation.data import load
     from scgen_ablation.experiment import assess, prepare
     from scgen_ablation.model import TrainedModel
-    from scgen_ablation.config import PAPER_SCHEDULE
-    from scgen_ablation.stages import stage_config
+    from scgen_ablation.study_record import study_config
     from scgen_ablation.training import train
 
     from scgen_ablation.runner import UsageError, parse_parameters
@@ -59,13 +58,12 @@ def main(argv=None) -> int:
     setting = ", ".join(f"{k}={v}" for k, v in sorted({**changes, "epochs": args.epochs}.items()))
     if args.preset != "paper":
         setting = f"{args.preset}: {setting}"
-    try:  # stage 06's configuration under the preset, on the paper's schedule, as the study ran it
-        config = stage_config("06_small_data", preset_name=args.preset, parameters={
-            "held_out_cell_type": args.cell_type, "seed": args.seed})
+    try:  # as the small-data study trained the preset (the paper's schedule)
+        config = study_config(args.cell_type, args.seed, args.epochs, args.preset)
     except KeyError as error:
         parser.error(str(error))
-    config = config.replace(**PAPER_SCHEDULE).replace(
-        **{**changes, "epochs": args.epochs}, checkpoint_every=args.every, num_threads=args.threads)
+    config = config.replace(**{**changes, "epochs": args.epochs}, checkpoint_every=args.every,
+                            num_threads=args.threads)
     adata = load("kang")
     split, degs = prepare(adata, config)
     rows = []

@@ -37,10 +37,9 @@ import numpy as np
 import pandas as pd
 
 from scgen_ablation.ablation_record import Record
-from scgen_ablation.config import PAPER_SCHEDULE
 from scgen_ablation.paths import REFERENCE_RESULTS as REFERENCE
 from scgen_ablation.runner import UsageError, parse_parameters
-from scgen_ablation.study_record import CELL_TYPES as TYPES
+from scgen_ablation.study_record import CELL_TYPES as TYPES, study_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -74,7 +73,6 @@ def converged_runs(preset: str) -> pd.DataFrame:
 def run(args) -> int:
     from scgen_ablation import study
     from scgen_ablation.data import load
-    from scgen_ablation.stages import stage_config
 
     changes = candidate_of(args.set)
     rule = rule_name(changes, args.preset)
@@ -86,11 +84,9 @@ def run(args) -> int:
         for cell_type in args.cell_types:
             if (rule, cell_type, seed) in have:
                 continue
-            # stage 06's configuration under the preset, as the study's runs were made
-            # (on the paper's schedule, which the recommended preset no longer trains on)
-            config = stage_config("06_small_data", preset_name=args.preset, parameters={
-                "held_out_cell_type": cell_type, "seed": seed}).replace(
-                    **PAPER_SCHEDULE).replace(**changes, num_threads=args.threads)
+            # as the study's converged runs were made (the paper's schedule), then the rule
+            config = study_config(cell_type, seed, 100, args.preset).replace(
+                **changes, num_threads=args.threads)
             row = study.evaluate_prediction_levers(adata, config, levers={"paper": {}})[0]
             row = {"rule": rule, **{k: v for k, v in row.items() if k not in ("lever", "kind")}}
             record.append([row])  # under a lock: several processes may share --out

@@ -58,25 +58,29 @@ def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[di
     return items
 
 
-def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
-    """The items whose row in ``done`` was made by another training (its config or data
-    changed since, e.g. a preset's): a row holds only for the training key it names."""
+def made_by(done: pd.DataFrame) -> dict[tuple, str]:
+    """Each recorded row's key -> the training key it was made with: a row holds only
+    for that training (a changed config or data makes it stale)."""
     if not len(done):
-        return []
-    made = dict(zip(done[KEY].astype({"seed": int}).itertuples(index=False),
+        return {}
+    return dict(zip(done[KEY].astype({"seed": int}).itertuples(index=False),
                     done["training_key"]))
+
+
+def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
+    """The items recorded in ``done`` by another training than the one planned now."""
+    made = made_by(done)
     return [item for item in items
             if made.get(tuple(item[k] for k in KEY), item["training_key"]) != item["training_key"]]
 
 
 def pending_units(items: list[dict], done: pd.DataFrame) -> list[list[dict]]:
-    """The rows not in ``done`` or stale there, grouped by training key (one training
-    each), in plan order; a stale row is replaced when its new row is appended."""
-    have = set(done[KEY].astype({"seed": int}).itertuples(index=False)) if len(done) else set()
-    old = {id(item) for item in stale(items, done)}
+    """The rows missing from ``done`` or stale there, grouped by training key (one
+    training each), in plan order; a stale row is replaced when its new row is appended."""
+    made = made_by(done)
     units: dict[str, list[dict]] = {}
     for item in items:
-        if tuple(item[k] for k in KEY) not in have or id(item) in old:
+        if made.get(tuple(item[k] for k in KEY)) != item["training_key"]:
             units.setdefault(item["training_key"], []).append(item)
     return list(units.values())
 
@@ -135,7 +139,7 @@ def from_study(items: list[dict], study_csv: Path = STUDY_TRAINING) -> list[dict
     """
     from .config import PREDICTION_FIELDS, ScGenConfig
     from .study import PREDICTION_LEVERS, TRAINING_LEVERS
-    from .study_record import paper_config
+    from .study_record import study_config
 
     study = pd.read_csv(study_csv)
     planned: dict[tuple, list[dict]] = {}
@@ -145,7 +149,7 @@ def from_study(items: list[dict], study_csv: Path = STUDY_TRAINING) -> list[dict
     for row in study.to_dict("records"):
         if row["lever"] not in TRAINING_LEVERS or row["prediction"] not in PREDICTION_LEVERS:
             continue
-        config = (paper_config(row["cell_type"], int(row["seed"]), epochs=100)
+        config = (study_config(row["cell_type"], int(row["seed"]), epochs=100)
                   .replace(**TRAINING_LEVERS[row["lever"]])
                   .replace(**PREDICTION_LEVERS[row["prediction"]]))
         for item in planned.get((row["cell_type"], int(row["seed"])), []):

@@ -106,12 +106,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def paper_config(cell_type: str, seed: int, epochs: int):
-    """Stage 06's configuration (preset and stage file, as the runner builds it)."""
+def study_config(cell_type: str, seed: int, epochs: int, preset_name: str = "paper"):
+    """Stage 06's configuration (preset and stage file, as the runner builds it) on the
+    paper's schedule, as the study trained every preset (batch 32, constant rate)."""
+    from .config import PAPER_SCHEDULE
     from .stages import stage_config
 
-    return stage_config("06_small_data", parameters={"held_out_cell_type": cell_type,
-                                                     "seed": seed, "epochs": epochs})
+    config = stage_config("06_small_data", preset_name=preset_name, parameters={
+        "held_out_cell_type": cell_type, "seed": seed})
+    return config.replace(**{**PAPER_SCHEDULE, "epochs": epochs})
 
 
 def pending(done: pd.DataFrame, args, predictions) -> list[tuple]:
@@ -140,7 +143,7 @@ def in_process(todo, args, predictions):
     adata = load("kang")
     for seed, cell_type, lever in todo:
         # held through DEG ranking and training (training.limit_threads)
-        config = paper_config(cell_type, seed, args.epochs).replace(num_threads=args.threads)
+        config = study_config(cell_type, seed, args.epochs).replace(num_threads=args.threads)
         if lever is None:
             yield seed, cell_type, study.evaluate_prediction_levers(adata, config)
         else:
@@ -190,7 +193,7 @@ def log(experiment: str, rows: list[dict], cell_type: str, seed: int, epochs: in
 
     tracking.start(experiment=experiment, run_name=f"06_small_data-{cell_type}-{seed}",
                    tags={"stage": "06", "stage_name": "06_small_data"})
-    study.log_rows(rows, paper_config(cell_type, seed, epochs))
+    study.log_rows(rows, study_config(cell_type, seed, epochs))
     tracking.finish()
 
 
