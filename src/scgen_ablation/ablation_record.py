@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .ablation_report import KEY, check_rows, read_csv
 from .paths import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 RECORD = RESULTS_DIR / "ablation_full.csv"
-KEY = ["stage", "variant", "held_out_cell_type", "seed"]
 META = ["training_key", "device", "status", "error", "train_seconds", "epochs_run", "best_epoch",
         "reused", "source"]
 
@@ -63,7 +63,7 @@ def made_by(done: pd.DataFrame) -> dict[tuple, str]:
     for that training (a changed config or data makes it stale)."""
     if not len(done):
         return {}
-    return dict(zip(done[KEY].astype({"seed": int}).itertuples(index=False),
+    return dict(zip(done[KEY].astype({"seed": int}).itertuples(index=False, name=None),
                     done["training_key"]))
 
 
@@ -164,6 +164,38 @@ def from_study(items: list[dict], study_csv: Path = STUDY_TRAINING) -> list[dict
     return rows
 
 
+def checked_import(rows: pd.DataFrame, planned: dict[tuple, dict], where: str) -> list[dict]:
+    """The rows of an imported CSV, checked against the plan and the record's schema.
+
+    Every row must name a planned (stage, variant, held-out type, seed) once, be made by
+    the planned training (``training_key``), say its ``status``, and hold numbers in its
+    metric columns; anything else is a ValueError naming the rows, and nothing is imported.
+    """
+    rows = check_rows(rows, where)
+    for column in ("training_key", "status"):
+        if column not in rows:
+            raise ValueError(f"{where}: column {column!r} missing")
+    keys = list(rows[KEY].itertuples(index=False, name=None))
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"{where}: {len(twice)} key(s) given more than once, e.g. {twice[:3]}")
+    unplanned = [k for k in keys if k not in planned]
+    if unplanned:
+        raise ValueError(f"{where}: {len(unplanned)} row(s) are not in the plan (stage, variant, "
+                         f"held-out type, seed), e.g. {unplanned[:3]}")
+    other = [k for k, made in zip(keys, rows["training_key"]) if planned[k]["training_key"] != made]
+    if other:
+        raise ValueError(f"{where}: {len(other)} row(s) were made by another training than the "
+                         f"planned one (stale, or other data), e.g. {other[:3]}")
+    known = set(KEY) | set(META) | {"data_sha256"}
+    for column in rows.columns.difference(list(known)):
+        values = rows[column].dropna()
+        if len(values) and pd.to_numeric(values, errors="coerce").isna().any():
+            raise ValueError(f"{where}: metric column {column!r} holds values that are not "
+                             f"numbers, e.g. {list(values[pd.to_numeric(values, errors='coerce').isna()][:3])}")
+    return rows.to_dict("records")
+
+
 class Record:
     """The CSV, appended to by several threads or processes: rewritten whole (atomically)
     under a lock file, so rows with new columns (e.g. bootstrap columns) never misalign
@@ -176,7 +208,11 @@ class Record:
         self.lock = threading.Lock()
 
     def read(self) -> pd.DataFrame:
-        return pd.read_csv(self.path) if self.path.exists() else pd.DataFrame(columns=self.key)
+        """The rows so far (none for a missing or empty file); a file that is not a record
+        (key columns missing, a seed that is not a whole number) is a clear error."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return pd.DataFrame(columns=self.key)
+        return check_rows(pd.read_csv(self.path), f"record {self.path}", self.key)
 
     def append(self, rows: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,16 +310,24 @@ def main(argv=None) -> int:
     by_key = {tuple(item[k] for k in KEY): item for item in items}
     lock = threading.Lock()
     if args.import_csv or args.from_study:
-        rows = (pd.DataFrame(from_study(items)) if args.from_study
-                else pd.read_csv(args.import_csv))
-        have = set(record.read()[KEY].astype({"seed": int}).itertuples(index=False))
-        new = [r for r in rows.to_dict("records") if tuple(r[k] for k in KEY) not in have]
+        try:
+            rows = (from_study(items) if args.from_study
+                    else checked_import(read_csv(args.import_csv), by_key, str(args.import_csv)))
+            have = set(record.read()[KEY].itertuples(index=False, name=None))
+        except ValueError as error:
+            print(f"ablation_record: {error}; nothing imported", file=sys.stderr)
+            return 2
+        new = [r for r in rows if tuple(r[k] for k in KEY) not in have]
         record.append(new)
         if not args.no_mlflow:
             log_rows(new, by_key, args.experiment, lock)
         print(f"{len(new)} rows imported into {args.out}")
         return 0
-    done = record.read()
+    try:
+        done = record.read()
+    except ValueError as error:
+        print(f"ablation_record: {error}", file=sys.stderr)
+        return 2
     units = pending_units(items, done)
     rows_to_make = sum(len(u) for u in units)
     old = len(stale(items, done))

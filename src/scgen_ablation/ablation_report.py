@@ -37,6 +37,31 @@ SHORT = {"r2_mean_all": "R² mean, all", "r2_mean_top100": "R² mean, top-100",
          "edistance": "E-distance ↓"}
 
 
+KEY = ["stage", "variant", "held_out_cell_type", "seed"]  # one row of the record
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A CSV of rows, or a ValueError that names the file (missing, empty, not a CSV)."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} cannot be read as a CSV of rows: {error}") from None
+
+
+def check_rows(rows: pd.DataFrame, where: str, key: list[str] = KEY) -> pd.DataFrame:
+    """``rows`` with whole-number seeds, or a ValueError that names the bad column or rows."""
+    missing = [c for c in key if c not in rows]
+    if missing:
+        raise ValueError(f"{where}: column(s) {missing} missing; a record row has {key}")
+    seeds = pd.to_numeric(rows["seed"], errors="coerce")
+    bad = rows.index[seeds.isna() | (seeds % 1 != 0)]
+    if len(bad):
+        raise ValueError(f"{where}: seed is not a whole number in row(s) "
+                         f"{[int(i) + 2 for i in bad[:5]]} (line numbers): "
+                         f"{list(rows.loc[bad[:5], 'seed'])}")
+    return rows.astype({"seed": int})
+
+
 def load(csv: Path) -> pd.DataFrame:
     """The record, in stage order (the stage files' variant order within a stage)."""
     table = pd.read_csv(csv)
@@ -393,6 +418,13 @@ def field_figure(table: pd.DataFrame) -> plt.Figure:
 def write_report(csv: Path, figures: Path, docs=()) -> int:
     if not Path(csv).exists():
         raise SystemExit(f"{csv} does not exist: run python -m scgen_ablation.ablation_record first")
+    try:
+        rows = check_rows(read_csv(csv), str(csv))
+    except ValueError as error:
+        raise SystemExit(f"ablation_record --report: {error}") from None
+    if rows.empty:
+        raise SystemExit(f"ablation_record --report: {csv} holds no rows yet: make some with "
+                         "python -m scgen_ablation.ablation_record first")
     table = load(csv)
     blocks = {"ablation-ladder": ladder_block(table), "ablation-variants": variants_block(table),
               "ablation-per-type": per_type_block(table), "ablation-coverage": coverage_block(table),

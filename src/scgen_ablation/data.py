@@ -339,34 +339,80 @@ def split_held_out(adata: ad.AnnData, config) -> Split:
     cell_type = check_labels(adata, config.cell_type_key)
     condition = check_labels(adata, config.condition_key)
     target = config.held_out_cell_type
-    if target not in set(cell_type):
-        raise ValueError(
-            f"held-out cell type {target!r} not in obs[{config.cell_type_key!r}]; "
-            f"cell types present: {sorted(set(cell_type))}"
-        )
+    problem = hold_out_problem(adata.obs, config, target)
+    if problem:
+        raise ValueError(problem)
     is_target = (cell_type == target).to_numpy()
     is_ctrl = (condition == config.control_label).to_numpy()
-    is_stim = (condition == config.stimulated_label).to_numpy()
-    if not (is_target & is_ctrl).any():
-        raise ValueError(
-            f"held-out cell type {target!r} has no {config.control_label!r} cells: "
-            "scGen needs them as input to predict the stimulated state"
-        )
-    if not (is_target & is_stim).any():
-        raise ValueError(
-            f"held-out cell type {target!r} has no {config.stimulated_label!r} cells "
-            "to score the prediction against"
-        )
-    held_out = is_target & is_stim
+    held_out = is_target & (condition == config.stimulated_label).to_numpy()
     train = adata[~held_out].copy()
-    if not (train.obs[config.condition_key].astype(str) == config.stimulated_label).any():
-        raise ValueError(
-            f"no {config.stimulated_label!r} cells remain for training once "
-            f"{target!r} is held out: another cell type must be seen stimulated"
-        )
     return Split(train=train,
                  ctrl_target=adata[is_target & is_ctrl].copy(),
                  truth=adata[held_out].copy())
+
+
+# The one rule, for every dataset, of which cell types can be held out: at least this many
+# cells in each condition (the control cells are the prediction's input, the stimulated
+# ones the truth its variance and DEGs are scored on), and some other cell type seen in
+# both conditions (delta is learnt from such types).
+MIN_CELLS_TO_HOLD_OUT = 10
+
+
+def hold_out_problem(obs: pd.DataFrame, config, cell_type: str) -> str | None:
+    """Why ``cell_type`` cannot be held out of the cells ``obs`` describes, or None."""
+    types = obs[config.cell_type_key].astype(str).to_numpy()
+    condition = obs[config.condition_key].astype(str).to_numpy()
+    if cell_type not in set(types):
+        return (f"held-out cell type {cell_type!r} not in obs[{config.cell_type_key!r}]; "
+                f"cell types present: {sorted(set(types))}")
+    mine = types == cell_type
+    n_ctrl = int((mine & (condition == config.control_label)).sum())
+    n_stim = int((mine & (condition == config.stimulated_label)).sum())
+    if n_ctrl == 0:
+        return (f"held-out cell type {cell_type!r} has no {config.control_label!r} cells: "
+                "scGen needs them as input to predict the stimulated state")
+    if n_stim == 0:
+        return (f"held-out cell type {cell_type!r} has no {config.stimulated_label!r} cells "
+                "to score the prediction against")
+    if min(n_ctrl, n_stim) < MIN_CELLS_TO_HOLD_OUT:
+        return (f"held-out cell type {cell_type!r} has {n_ctrl} {config.control_label!r} and "
+                f"{n_stim} {config.stimulated_label!r} cells; a type is held out only with at "
+                f"least {MIN_CELLS_TO_HOLD_OUT} in each condition (data.MIN_CELLS_TO_HOLD_OUT)")
+    others = ~mine
+    both = (set(types[others & (condition == config.control_label)])
+            & set(types[others & (condition == config.stimulated_label)]))
+    if not both:
+        return (f"once {cell_type!r} is held out, no other cell type is seen in both "
+                f"{config.control_label!r} and {config.stimulated_label!r}: delta is learnt "
+                "from such types, so another cell type must be seen stimulated and in control")
+    return None
+
+
+def holdable_cell_types(obs: pd.DataFrame, config) -> tuple[list[str], dict[str, str]]:
+    """The cell types that can be held out (sorted), and why each other one cannot."""
+    types = sorted(set(obs[config.cell_type_key].astype(str)))
+    problems = {t: hold_out_problem(obs, config, t) for t in types}
+    return [t for t in types if not problems[t]], {t: p for t, p in problems.items() if p}
+
+
+def held_out_types(obs: pd.DataFrame, config, chosen="all") -> list[str]:
+    """The cell types a stage holds out in turn: ``"all"`` = every type the rule allows
+    (the others are named in a warning), or the ``chosen`` list, each checked."""
+    if chosen == "all":
+        allowed, refused = holdable_cell_types(obs, config)
+        if refused:
+            warnings.warn(f"held out: {len(allowed)} of {len(allowed) + len(refused)} cell types; "
+                          + "; ".join(refused.values()), stacklevel=2)
+        if not allowed:
+            raise ValueError("no cell type can be held out: " + "; ".join(refused.values()))
+        return allowed
+    if isinstance(chosen, str) or not isinstance(chosen, (list, tuple)) or not chosen:
+        raise ValueError(f"held_out_cell_types must be 'all' or a non-empty list of cell "
+                         f"types, got {chosen!r}")
+    problems = [p for p in (hold_out_problem(obs, config, str(t)) for t in chosen) if p]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return [str(t) for t in chosen]
 
 
 def balance(labels, rng: np.random.Generator, size: int | None = None) -> np.ndarray:

@@ -193,8 +193,12 @@ class TrainedModel:
             raise FileNotFoundError(f"checkpoint {str(path)!r} is not a file")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise  # refused by weights_only: arbitrary objects are never loaded
+        except pickle.UnpicklingError as error:  # weights_only refuses anything but tensors and data
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(
+                f"checkpoint {str(path)!r} was refused by the safe loader (weights_only=True): "
+                "it is not a scgen_ablation checkpoint, or it holds objects other than tensors "
+                f"and plain data; never load it with weights_only=False ({reason[:200]})") from None
         except (OSError, RuntimeError, EOFError, ValueError) as error:
             raise ValueError(f"checkpoint {str(path)!r} cannot be read (truncated or not a "
                              f"torch file?): {error}") from None
@@ -203,7 +207,11 @@ class TrainedModel:
         missing = {"state_dict", "config", "genes"} - set(payload)
         if missing:
             raise ValueError(f"{path} is not a scgen_ablation checkpoint (missing {sorted(missing)})")
-        config = ScGenConfig.from_dict(payload["config"])
+        try:
+            config = ScGenConfig.from_dict(payload["config"])
+        except (KeyError, ValueError, TypeError) as error:
+            raise ValueError(f"{path}: its saved config is not a valid config: "
+                             f"{error.args[0] if error.args else error}") from None
         module = ScGenModule(len(payload["genes"]), config)
         try:
             module.load_state_dict(payload["state_dict"])

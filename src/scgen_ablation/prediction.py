@@ -129,6 +129,12 @@ def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnDa
         check_names(adata)
         if model is not None:
             model.check_genes(adata)
+    if model is None and list(train.var_names) != list(ctrl_target.var_names):
+        shared = train.var_names.intersection(ctrl_target.var_names)
+        raise ValueError(
+            f"the training cells and the control cells to predict from have other genes "
+            f"({train.n_vars} and {ctrl_target.n_vars}, {len(shared)} shared; same set in "
+            "another order counts as different): subset and order both with adata[:, genes]")
     for key in (config.condition_key, config.cell_type_key):
         check_labels(train, key)
     if config.delta_space == "pca":

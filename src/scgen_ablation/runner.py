@@ -64,7 +64,7 @@ from mlflow.tracking import MlflowClient
 
 from . import tracking
 from .config import ScGenConfig
-from .data import DATASETS, resolve_path
+from .data import DATASETS, held_out_types, hold_out_problem, resolve_path
 from .metrics import HEADLINE_METRICS
 from .paths import NOTEBOOK_DIR, RUN_DIR
 from .stages import (CONFIG_FIELDS, PROFILES_FILE, StageError, config_layers, load_profiles, load_stage,
@@ -192,6 +192,9 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
     held_out = [held_out] if isinstance(held_out, str) else list(held_out)
     seeds = user.pop("seed", profile["seeds"])
     seeds = [seeds] if isinstance(seeds, (int, str)) else list(seeds)
+    for axis, values in (("held_out_cell_type", held_out), ("seed", seeds)):
+        if not values:
+            raise UsageError(f"-p {axis}: an empty list makes no job")
     names = stages or profile["stages"]
     try:
         loaded = [load_stage(name) for name in names]
@@ -226,6 +229,10 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
                 overrides[key] = value
                 unused.discard(key)
         takes_config = "overrides" in accepts
+        for given in (parameters.get("overrides"), user.get("overrides")):
+            if given is not None and not isinstance(given, dict):
+                raise UsageError(f"overrides must map config fields to values (e.g. "
+                                 f"'{{dropout: 0.5}}'), got {given!r}")
         if takes_config:
             parameters["profile_config"] = profile_config
             parameters["overrides"] = {**(parameters.get("overrides") or {}), **overrides,
@@ -249,6 +256,8 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
             label = "-".join(str(point[k]) for k in ("held_out_cell_type", "seed") if k in point)
             jobs.append(Job(name, notebook, values, f"{name}{'-' + label if label else ''}", config,
                             last=bool(stage["last"]), trains=bool(stage["trains"])))
+    if not jobs:
+        raise UsageError(f"profile {profile_name!r} makes no job (no stage, held-out type or seed)")
     if unused:
         raise UsageError(f"-p {sorted(unused)}: not a parameter or config field of any notebook "
                          f"in this run ({', '.join(s['name'] for s in loaded)})")
@@ -259,7 +268,10 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
 
 
 def with_checksums(jobs: list[Job]) -> list[Job]:
-    """Fill in each job's data checksum (part of its identity); missing data is a UsageError."""
+    """Fill in each job's data checksum (part of its identity) and the cell types it holds
+    out, each checked against the data by the hold-out rule (:func:`data.hold_out_problem`):
+    missing data or a type that cannot be held out is a UsageError, before any run."""
+    observations: dict[Path, pd.DataFrame] = {}
     for job in jobs:
         dataset = job.config.dataset if job.config else job.parameters.get("dataset") or "kang"
         try:
@@ -267,23 +279,45 @@ def with_checksums(jobs: list[Job]) -> list[Job]:
         except FileNotFoundError as error:
             raise UsageError(f"stage {job.stage}: {error}") from None
         job.data_sha256 = tracking.data_checksum(path)
+        if not (job.config and job.trains):
+            continue
+        if path not in observations:
+            try:
+                observations[path] = obs_of(path)
+            except ValueError as error:
+                raise UsageError(f"stage {job.stage}: {error}") from None
+        obs = observations[path]
+        for key in (job.config.cell_type_key, job.config.condition_key):
+            if key not in obs:
+                raise UsageError(f"stage {job.stage}: {path}: obs column {key!r} not found; "
+                                 f"available: {list(obs.columns)}")
         chosen = job.parameters.get("held_out_cell_types")
-        if chosen == "all" and job.config:
-            chosen = cell_types_of(path, job.config.cell_type_key)
-        job.cell_types = list(chosen) if isinstance(chosen, (list, tuple)) else []
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the notebook says which types 'all' leaves out
+                if chosen is not None:
+                    job.cell_types = held_out_types(obs, job.config, chosen)
+                else:
+                    problem = hold_out_problem(obs, job.config, job.config.held_out_cell_type)
+                    if problem:
+                        raise ValueError(problem)
+        except ValueError as error:
+            raise UsageError(f"stage {job.stage}, {path.name}: {error}") from None
     return jobs
 
 
-def cell_types_of(path: Path, key: str) -> list[str]:
-    """The cell types of a data file, read without loading its matrix."""
+def obs_of(path: Path) -> pd.DataFrame:
+    """The cell annotations of a data file, read without loading its matrix."""
+    from .data import read_h5ad
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        adata = anndata.read_h5ad(path, backed="r")
+        try:
+            adata = anndata.read_h5ad(path, backed="r")
+        except Exception:
+            return read_h5ad(Path(path)).obs  # names the file when it is not an h5ad
     try:
-        if key not in adata.obs:
-            raise UsageError(f"{path}: obs column {key!r} not found; available: "
-                             f"{list(adata.obs.columns)}")
-        return sorted(adata.obs[key].dropna().astype(str).unique())
+        return adata.obs.copy()
     finally:
         adata.file.close()
 
@@ -642,19 +676,33 @@ class RayProcesses:
             self.ray.shutdown()
 
 
+def check_executor(executor: str = "local", address: str | None = None, cpus: float = 1,
+                   gpus: float = 0) -> None:
+    """Every check of the executor's options that can be made without starting it (the dry
+    run makes them too): a UsageError for an unknown executor, options of the other
+    executor, Ray missing, resources out of range or an address that does not answer."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; executors: {list(EXECUTORS)}")
+    if executor == "local":
+        if address is not None or cpus != 1 or gpus != 0:
+            raise UsageError("--address, --cpus-per-job and --gpus-per-job are for "
+                             "--executor ray")
+        return
+    if not cpus > 0 or not gpus >= 0:
+        raise UsageError(f"--cpus-per-job must be > 0 and --gpus-per-job >= 0, got {cpus:g} "
+                         f"and {gpus:g}")
+    import_ray()
+    if address is not None:
+        _check_address(address)
+
+
 def make_processes(executor: str = "local", address: str | None = None, cpus: float = 1,
                    gpus: float = 0) -> Processes | RayProcesses:
     """The processes of an executor: ``local`` (the default, child processes of this one) or
     ``ray`` (Ray tasks, see :class:`RayProcesses`); both go to :func:`run_pool` alike.
     Raises :class:`UsageError` for an unknown executor, Ray missing or unreachable."""
-    if executor == "local":
-        if address is not None or cpus != 1 or gpus != 0:
-            raise UsageError("--address, --cpus-per-job and --gpus-per-job are for "
-                             "--executor ray")
-        return Processes()
-    if executor == "ray":
-        return RayProcesses(address, cpus, gpus)
-    raise UsageError(f"unknown executor {executor!r}; executors: {list(EXECUTORS)}")
+    check_executor(executor, address, cpus, gpus)
+    return Processes() if executor == "local" else RayProcesses(address, cpus, gpus)
 
 
 # the tracking server's guard: ends the server's whole process group when the runner is
@@ -1032,6 +1080,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.jobs is not None and args.jobs < 1:
             raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+        check_executor(args.executor, args.address, args.cpus_per_job, args.gpus_per_job)
+        TrainingStore().check()
         jobs = with_checksums(plan(args.profile, args.stages, profiles_path=args.profiles,
                                    extra_parameters=parse_parameters(args.parameter)))
         if args.dry_run:
@@ -1051,7 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--out {str(out_dir)!r} cannot be created: {error}") from None
         uri = tracking.tracking_uri(args.tracking_uri)
         tracking.check_reachable(uri)
-    except (UsageError, ConnectionError) as error:
+    except (UsageError, ConnectionError, OSError) as error:
         print(f"runner: {error}", file=sys.stderr)
         return 2
     started = time.perf_counter()

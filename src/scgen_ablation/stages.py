@@ -87,22 +87,41 @@ def _variant_groups(variants: dict, where: str) -> dict[str, dict[str, dict]]:
 
     Variants are named config changes (``name: {field: value}``), either listed
     directly (one group, named "") or in groups (``group: {name: {...}}``),
-    as stage 06 separates prediction from training levers.
+    as stage 06 separates prediction from training levers.  Which of the two a
+    file uses is read from its shape (changes hold values, groups hold
+    mappings), so a misspelt field is reported under its own variant's name.
     """
-    def is_changes(value):
-        return value is None or (isinstance(value, dict) and set(value) <= CONFIG_FIELDS)
+    def is_group(value):
+        return (isinstance(value, dict) and bool(value) and not set(value) <= CONFIG_FIELDS
+                and all(member is None or isinstance(member, dict) for member in value.values()))
+
+    def changes_of(changes, label):
+        if changes is None:
+            return {}
+        if not isinstance(changes, dict):
+            raise StageError(f"{where}: {label} must map config fields to values, got "
+                             f"{changes!r}")
+        unknown = sorted(set(changes) - CONFIG_FIELDS)
+        if unknown:
+            raise StageError(f"{where}: {label}: unknown config field(s) {unknown}; "
+                             f"config fields: {sorted(CONFIG_FIELDS)}")
+        return dict(changes)
 
     if not variants:
         return {}
-    if all(is_changes(v) for v in variants.values()):
-        return {"": {name: dict(changes or {}) for name, changes in variants.items()}}
-    groups = {}
-    for group, members in variants.items():
-        if not isinstance(members, dict) or not all(is_changes(v) for v in members.values()):
-            raise StageError(f"{where}: variants.{group} must map names to config changes "
-                             f"(config fields: {sorted(CONFIG_FIELDS)[:4]}...)")
-        groups[group] = {name: dict(changes or {}) for name, changes in members.items()}
-    return groups
+    if not isinstance(variants, dict):
+        raise StageError(f"{where}: variants must map names to config changes")
+    grouped = [is_group(v) for v in variants.values()]
+    if not any(grouped):
+        return {"": {name: changes_of(changes, f"variants.{name}")
+                     for name, changes in variants.items()}}
+    if not all(grouped):
+        flat = [name for name, g in zip(variants, grouped) if not g]
+        raise StageError(f"{where}: variants mixes groups of variants with variants "
+                         f"{flat}: list them all directly or all in groups")
+    return {group: {name: changes_of(changes, f"variants.{group}.{name}")
+                    for name, changes in members.items()}
+            for group, members in variants.items()}
 
 
 def variants_of(stage: str, parameters: dict | None = None) -> dict[str, dict]:
@@ -154,6 +173,10 @@ def load_profiles(path: Path | None = None) -> dict[str, dict]:
         for stage, values in profile["stage_parameters"].items():
             if not isinstance(values, dict):
                 raise StageError(f"{where}: stage_parameters.{stage} must be a mapping")
+        for axis in ("held_out", "seeds"):
+            if not isinstance(profile[axis], list) or not profile[axis]:
+                raise StageError(f"{where}: {axis!r} must be a non-empty list, got "
+                                 f"{profile[axis]!r}")
         if not all(isinstance(h, str) for h in profile["held_out"]):
             raise StageError(f"{where}: 'held_out' must be a list of cell type names")
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in profile["seeds"]):

@@ -24,6 +24,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import pickle
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -73,14 +75,90 @@ class TrainingStore:
 
     @contextlib.contextmanager
     def lock(self, key: str):
-        """Held while ``key`` is trained, so that two processes needing it train it once."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{key}.lock", "w") as handle:
+        """Held while ``key`` is trained, so that two processes needing it train it once.
+
+        A store that cannot be written (a read-only mount) is read without the
+        lock: nothing can be trained into it, so there is nothing to serialise.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / f"{key}.lock", "w")
+        except OSError:
+            if not self.root.is_dir():
+                raise
+            yield
+            return
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def check(self) -> None:
+        """Raise a clear error when this store can be neither read nor made (the runner's
+        and the dry run's check before any job): the folder must be a folder, or one that
+        can be created; it is not created here (a store that exists read-only is fine)."""
+        root = self.root
+        if root.exists():
+            if not root.is_dir():
+                raise NotADirectoryError(f"training store {str(root)!r} is not a folder")
+            if not os.access(root, os.R_OK | os.X_OK):
+                raise PermissionError(f"training store {str(root)!r} cannot be read")
+            return
+        parent = root.parent
+        while not parent.exists():
+            parent = parent.parent
+        try:  # make (and remove) a folder where the store's first missing folder would go
+            probe = Path(tempfile.mkdtemp(prefix=".scgen-store-probe-", dir=parent))
+            probe.rmdir()
+        except OSError as error:
+            raise OSError(f"training store {str(root)!r} cannot be created: {parent} does not "
+                          f"take new folders ({error.strerror or error})") from None
+
+    def writable(self) -> bool:
+        return os.access(self.root, os.W_OK) if self.root.is_dir() else True
+
+    def set_aside(self, key: str, why: str) -> None:
+        """Move a bad entry out of the way (``<key>.pt.bad-<time>``) so it is trained again;
+        on a store that cannot be written, say so and leave it."""
+        path = self.path(key)
+        target = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            os.replace(path, target)
+        except OSError as error:
+            warnings.warn(f"stored training {str(path)!r} {why}; it cannot be moved aside "
+                          f"({error}): training again without storing; delete the file",
+                          stacklevel=3)
+            return
+        warnings.warn(f"stored training {str(path)!r} {why}: moved aside to {target.name} "
+                      "(safe to delete) and trained again", stacklevel=3)
+
+    def get(self, key: str, data_sha256: str, device: str = "auto") -> TrainedModel | None:
+        """The entry ``key`` if it is what its name claims, else None.
+
+        An entry is used only if it loads, and its saved config and the data's
+        checksum make ``key`` again: a file copied or renamed onto another
+        training's key, a truncated or foreign file, is set aside (and so
+        trained again) with a warning that names it.
+        """
+        if not self.has(key):
+            return None
+        try:
+            model = self.load(key, device)
+        except (ValueError, pickle.UnpicklingError) as error:
+            self.set_aside(key, f"cannot be read ({str(error).splitlines()[0][:200]})")
+            return None
+        made = model.config.replace(keep_best=False).training_key(data_sha256)
+        if made != key:
+            self.set_aside(key, f"was made by another training (its saved config makes key "
+                                f"{made}, not {key})")
+            return None
+        if len(model.history) > model.config.epochs:
+            self.set_aside(key, f"holds {len(model.history)} epochs of history for a "
+                                f"{model.config.epochs}-epoch training")
+            return None
+        return model
 
     def load(self, key: str, device: str = "auto") -> TrainedModel:
         return TrainedModel.load(self.path(key), device)
@@ -114,20 +192,25 @@ def train_stored(adata: ad.AnnData, training_data: ad.AnnData, config: ScGenConf
     key = config.training_key(sha)
     content = fingerprint(training_data)
     with store.lock(key):
-        if store.has(key):
-            model = store.load(key, config.device)
-            if model.data_fingerprint == content:
-                model.reused = True
-                for record in model.history:
-                    if callback is not None:
-                        callback(record["epoch"], record)
-                return model.for_prediction(wanted)
+        model = store.get(key, sha, config.device)
+        if model is not None and model.data_fingerprint == content:
+            model.reused = True
+            for record in model.history:
+                if callback is not None:
+                    callback(record["epoch"], record)
+            return model.for_prediction(wanted)
+        if model is not None:
             warnings.warn(f"stored training {key} was made from other data than these "
                           f"(changed after loading?): training again, not storing", stacklevel=2)
             return _timed_train(training_data, wanted, callback, progress, **kwargs)
         model = _timed_train(training_data, config, callback, progress, **kwargs)
         model.data_fingerprint = content
-        store.save(key, model)
+        if not store.has(key):  # a bad entry that could not be moved aside stays unused
+            try:
+                store.save(key, model)
+            except OSError as error:
+                warnings.warn(f"the training store {str(store.root)!r} cannot be written "
+                              f"({error}): this training is not stored", stacklevel=2)
     return model.for_prediction(wanted)
 
 

@@ -83,10 +83,60 @@ def retry(call: Callable[..., T], *args, attempts: int = 20, **kwargs) -> T:
             return call(*args, **kwargs)
         except Exception as error:  # MlflowException wraps sqlalchemy's OperationalError
             text = str(error).lower()
-            if "locked" not in text and "busy" not in text or attempt == attempts - 1:
+            if "locked" not in text and "busy" not in text:
                 raise
+            if attempt == attempts - 1:
+                raise StoreLocked(
+                    f"the MLflow store {mlflow.get_tracking_uri()} stayed locked through "
+                    f"{attempts} tries: another process holds a write lock on its SQLite "
+                    "database (a sqlite3 shell, a stuck process); close it, then run again"
+                ) from None
             time.sleep(0.1 * (attempt + 1) + random.random() * 0.2)
     raise AssertionError("unreachable")
+
+
+class StoreLocked(RuntimeError):
+    """The SQLite store stayed locked by another process through every retry."""
+
+
+# where a location in a SQLite store's tables points into its own artifacts/ folder
+_ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"))
+
+
+def rebase_store(uri: str) -> list[str]:
+    """Point a copied or moved SQLite store's artifact locations at its own ``artifacts/``.
+
+    MLflow writes absolute locations into the database, so a copy of a store
+    would keep writing into the original's folder (and a moved one recreate
+    it).  Every location under another ``.../artifacts`` root is rewritten to
+    this store's root, runs and models included; returns the old roots.
+    """
+    import re
+    import sqlite3
+
+    database = Path(uri[len("sqlite:///"):])
+    here = artifact_root(uri)
+    if not database.is_file() or here is None:
+        return []
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection, connection:
+        tables = {row[0] for row in connection.execute(
+            "select name from sqlite_master where type = 'table'")}
+        if "experiments" not in tables:
+            return []
+        roots = set()
+        for (location,) in connection.execute("select artifact_location from experiments"):
+            found = re.fullmatch(r"(file://.*/artifacts)/[^/]+", location or "")
+            if found and found.group(1) != here:
+                roots.add(found.group(1))
+        for root in roots:
+            for table, column in _ARTIFACT_COLUMNS:
+                if table in tables:
+                    connection.execute(
+                        f"update {table} set {column} = ? || substr({column}, ?) "
+                        f"where substr({column}, 1, ?) = ?",
+                        (here, len(root) + 1, len(root) + 1, root + "/"))
+    return sorted(roots)
 
 
 def experiment_for(dataset: str | Path) -> str:
@@ -118,6 +168,10 @@ def setup(uri: str | None = None, experiment: str = "kang") -> str:
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # a new SQLite store's tables are created by one process at a time
+        if uri.startswith("sqlite:///"):
+            for old in rebase_store(uri):
+                print(f"[tracking] this store was copied or moved from {old}: its artifact "
+                      f"locations now point at {artifact_root(uri)}", file=sys.stderr)
         client = MlflowClient(uri)
         found = retry(client.get_experiment_by_name, experiment)
         if found is not None:
@@ -276,6 +330,14 @@ def start(run_id: str | None = None, *, uri: str | None = None, experiment: str 
               "as KILLED", file=sys.stderr)
         finish("KILLED")
     if run_id:
+        given = retry(MlflowClient(tracking_uri(uri)).get_run, run_id)
+        closed = given.data.tags.get("runner_status")
+        if given.info.status != "RUNNING" or closed:
+            raise ValueError(
+                f"mlflow_run_id {run_id} is a closed run (status {given.info.status}"
+                + (f", closed by the runner as {closed}" if closed else "") + "): a notebook "
+                "only attaches to the run its runner has just opened; leave mlflow_run_id "
+                "unset to log a new run")
         run = retry(mlflow.start_run, run_id=run_id)
         tags = {"git_commit": git_commit(), **(tags or {})}  # the runner's run keeps its owner
     else:
