@@ -7,10 +7,32 @@ import pytest
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# Every test process, and every process it starts (runners, notebooks, record workers),
+# keeps to a temporary MLflow store and training store, set here before anything runs:
+# a test that forgets a fixture still never writes into the project's mlruns/.
+_SESSION_STORES = Path(tempfile.mkdtemp(prefix="scgen-tests-"))
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_STORES / 'mlruns' / 'mlflow.db'}"
+os.environ["SCGEN_TRAINING_STORE"] = str(_SESSION_STORES / "trainings")
+(_SESSION_STORES / "mlruns").mkdir()
+
 import scgen_ablation as sa  # noqa: E402
-from scgen_ablation.paths import SHARED_DATA  # noqa: E402
+from scgen_ablation.paths import MLRUNS_DIR, SHARED_DATA  # noqa: E402
 
 KANG = SHARED_DATA / "kang_pbmc_scgen.h5ad"
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+MLRUNS_BEFORE = snapshot(MLRUNS_DIR)  # tests/test_zz_leaves_mlruns.py compares at the end
 
 
 def pytest_collection_modifyitems(config, items):

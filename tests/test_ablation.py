@@ -171,7 +171,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_mlflow_server_on_loopback_serves_the_runners_runs(ablation_store):
+@pytest.fixture(scope="module")
+def mlflow_server(ablation_store):
+    """An MLflow server on loopback over the runner's store: (base URL, store, folder)."""
     uri, jobs, folder = ablation_store
     port = free_port()
     server = subprocess.Popen(
@@ -190,66 +192,73 @@ def test_mlflow_server_on_loopback_serves_the_runners_runs(ablation_store):
                 if time.time() > deadline or server.poll() is not None:
                     raise
                 time.sleep(1)
-
-        def call(path, body=None):
-            data = json.dumps(body).encode() if body is not None else None
-            request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", data=data,
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=30) as reply:
-                return json.loads(reply.read())
-
-        experiment = call("experiments/get-by-name?experiment_name=kang")["experiment"]
-        found = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
-                                     "filter": "tags.level = 'result'", "max_results": 100})
-        runs = found["runs"]
-        client = MlflowClient(uri)  # the same result runs as the store holds
-        in_store = client.search_runs([client.get_experiment_by_name("kang").experiment_id],
-                                      "tags.level = 'result'", max_results=1000)
-        assert len(runs) == len(in_store) >= 9 + len(PREDICTION_LEVERS) + 1
-        assert {r["info"]["run_id"] for r in runs} == {r.info.run_id for r in in_store}
-        for run in runs:
-            names = {m["key"] for m in run["data"]["metrics"]}
-            assert set(METRICS) <= names
-            # one naming pattern and the same four tags on every comparable run
-            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-            assert {"stage", "stage_name", "variant", "held_out_cell_type", "seed"} <= set(tags)
-            assert tags["variant"], run["info"]["run_name"]
-            assert run["info"]["run_name"] == "-".join(
-                (tags["stage_name"], tags["variant"], tags["held_out_cell_type"], tags["seed"]))
-        # every top-level run of a scored stage carries the summary under the same names,
-        # and says what it covers; a parent that sweeps a field does not claim one value of it
-        top = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
-                                   "filter": "tags.runner_job_key != ''", "max_results": 100})
-        for run in top["runs"]:
-            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-            params = {p["key"] for p in run["data"].get("params", [])}
-            if tags["stage_name"] in ("00_data", "08_compare"):
-                continue
-            names = {m["key"] for m in run["data"]["metrics"]}
-            assert set(METRICS) <= names, tags["stage_name"]
-            assert tags["covers"], tags["stage_name"]
-            varies = list(filter(None, tags.get("varies", "").split(", ")))
-            for field in varies:
-                assert field not in params and field not in tags, (tags["stage_name"], field)
-            if tags["stage_name"] in ("05_scgen", "06_small_data"):  # they loop over held-out types
-                assert "held_out_cell_type" in varies
-        # the experiment opens in MLflow's model-training view, not the GenAI one
-        kind = {t["key"]: t["value"] for t in experiment.get("tags", [])}
-        assert kind.get("mlflow.experimentKind") == "custom_model_development"
-        browser_check(base, experiment["experiment_id"], folder)
+        yield base, uri, folder
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def browser_check(base: str, experiment_id: str, folder: Path) -> None:
+def test_mlflow_server_on_loopback_serves_the_runners_runs(mlflow_server):
+    base, uri, folder = mlflow_server
+
+    def call(path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", data=data,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return json.loads(reply.read())
+
+    experiment = call("experiments/get-by-name?experiment_name=kang")["experiment"]
+    found = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                 "filter": "tags.level = 'result'", "max_results": 100})
+    runs = found["runs"]
+    client = MlflowClient(uri)  # the same result runs as the store holds
+    in_store = client.search_runs([client.get_experiment_by_name("kang").experiment_id],
+                                  "tags.level = 'result'", max_results=1000)
+    assert len(runs) == len(in_store) >= 9 + len(PREDICTION_LEVERS) + 1
+    assert {r["info"]["run_id"] for r in runs} == {r.info.run_id for r in in_store}
+    for run in runs:
+        names = {m["key"] for m in run["data"]["metrics"]}
+        assert set(METRICS) <= names
+        # one naming pattern and the same four tags on every comparable run
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert {"stage", "stage_name", "variant", "held_out_cell_type", "seed"} <= set(tags)
+        assert tags["variant"], run["info"]["run_name"]
+        assert run["info"]["run_name"] == "-".join(
+            (tags["stage_name"], tags["variant"], tags["held_out_cell_type"], tags["seed"]))
+    # every top-level run of a scored stage carries the summary under the same names,
+    # and says what it covers; a parent that sweeps a field does not claim one value of it
+    top = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                               "filter": "tags.runner_job_key != ''", "max_results": 100})
+    for run in top["runs"]:
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        params = {p["key"] for p in run["data"].get("params", [])}
+        if tags["stage_name"] in ("00_data", "08_compare"):
+            continue
+        names = {m["key"] for m in run["data"]["metrics"]}
+        assert set(METRICS) <= names, tags["stage_name"]
+        assert tags["covers"], tags["stage_name"]
+        varies = list(filter(None, tags.get("varies", "").split(", ")))
+        for field in varies:
+            assert field not in params and field not in tags, (tags["stage_name"], field)
+        if tags["stage_name"] in ("05_scgen", "06_small_data"):  # they loop over held-out types
+            assert "held_out_cell_type" in varies
+    # the experiment opens in MLflow's model-training view, not the GenAI one
+    kind = {t["key"]: t["value"] for t in experiment.get("tags", [])}
+    assert kind.get("mlflow.experimentKind") == "custom_model_development"
+
+
+@pytest.mark.skipif(not any(__import__("shutil").which(b) for b in ("chromium", "chromium-browser")),
+                    reason="no headless Chromium installed (apt-get install chromium): the runs "
+                           "page was checked through the REST API only")
+def test_the_runs_page_renders_in_a_browser(mlflow_server):
     """The runs page renders in a real browser (headless Chromium), metric columns included
     (MLflow orders them by name, so the field's metrics come before R²: a wide window)."""
     import shutil
 
+    base, uri, folder = mlflow_server
+    experiment_id = MlflowClient(uri).get_experiment_by_name("kang").experiment_id
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        return  # test_the_runs_page_renders_in_a_browser says why it was skipped
     shot = folder / "runs_page.png"
     done = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=3200,1000",
@@ -259,13 +268,6 @@ def browser_check(base: str, experiment_id: str, folder: Path) -> None:
     assert shot.exists() and shot.stat().st_size > 10_000, done.stderr[-2000:]
     for metric in METRICS:  # the shared view's columns
         assert f">{metric}<" in done.stdout, f"the runs page shows no {metric} column"
-
-
-@pytest.mark.skipif(not any(__import__("shutil").which(b) for b in ("chromium", "chromium-browser")),
-                    reason="no headless Chromium installed (apt-get install chromium): the runs "
-                           "page was checked through the REST API only")
-def test_the_runs_page_renders_in_a_browser():
-    """A marker: the browser check itself runs inside the MLflow-server test above."""
 
 
 def test_figures_are_legible_at_the_size_they_are_shown(ablation_store):

@@ -74,8 +74,10 @@ def test_the_record_trains_each_training_once_resumes_and_reports(profiles, tmp_
     assert len(again) == 7 and again["reused"].astype(str).str.lower().eq("true").sum() == 1
     # rows made elsewhere join the record; the report needs only the CSV
     other = tmp_path / "other.csv"
-    table.assign(seed=1).to_csv(other, index=False)
-    assert ablation_record.main(common + ["--import-csv", str(other)]) == 0
+    elsewhere = ["--profiles", str(profiles), "--profile", "tiny", "--no-mlflow", "-p", "seed", "1"]
+    assert ablation_record.main(elsewhere + ["--out", str(other)]) == 0
+    assert ablation_record.main(common + ["--import-csv", str(other)]) == 2  # seed 1: not planned
+    assert ablation_record.main(common + ["-p", "seed", "[0, 1]", "--import-csv", str(other)]) == 0
     assert len(pd.read_csv(out)) == 14
     doc = tmp_path / "doc.md"
     doc.write_text("<!-- report: ablation-ladder -->\n<!-- /report -->\n")

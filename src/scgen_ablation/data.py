@@ -28,12 +28,31 @@ LOG_SCALE_MAX = 50.0
 
 @dataclass(frozen=True)
 class Dataset:
-    """A named dataset: where to find it and how to check it."""
+    """A named dataset: where to find it, how to check it, and how to read it.
+
+    The keys and labels become the config's (a dataset layer under the stage
+    files, see :func:`stages.stage_config`); ``preprocess`` says it holds raw
+    counts that go through :func:`preprocess`; ``showcase`` are the held-out
+    types a quick run shows (the first for a one-type run).  Which types can be
+    held out is the same rule for every dataset (:data:`MIN_CELLS_TO_HOLD_OUT`).
+    """
 
     filename: str
     sha256: str
     env_var: str
     url: str | None = None
+    condition_key: str = "condition"
+    cell_type_key: str = "cell_type"
+    control_label: str = "control"
+    stimulated_label: str = "stimulated"
+    preprocess: bool = False
+    showcase: tuple[str, ...] = ()
+
+    def config_fields(self) -> dict:
+        """The config fields this dataset sets (its keys, labels and preprocessing)."""
+        return {"condition_key": self.condition_key, "cell_type_key": self.cell_type_key,
+                "control_label": self.control_label, "stimulated_label": self.stimulated_label,
+                "preprocess": self.preprocess}
 
 
 # scGen's own Kang validation split lives in the history of the authors' repo;
@@ -45,18 +64,49 @@ DATASETS = {
         env_var="SCGEN_KANG_PATH",
         url="https://github.com/theislab/scgen/raw/"
         "dd7e178f9b42b9dfef9eb18d0da4b8e3caea4cf7/data/valid.h5ad",
+        showcase=("CD4T", "NK"),
     ),
+    # mouse gut epithelium under Salmonella (Haber 2017), the scGen paper's second benchmark
+    "haber": Dataset(
+        filename="haber_salmonella_scgen.h5ad",
+        sha256="8a07056144e714fc315f725b863edca469c8f2a2834e2673732a1f8b2a5873df",
+        env_var="SCGEN_HABER_PATH",
+        cell_type_key="cell_label", control_label="Control", stimulated_label="Salmonella",
+        showcase=("Stem", "Enterocyte"),
+    ),
+    # raw counts, 13 finer annotations: through the package's own preprocessing
     "kang_counts": Dataset(
         filename="kang_ifnb_counts_2000.h5ad",
         sha256="4f0ef8bb2ebaf976457b58ef496d76dca41fe6fbf15f978df70e94dec303fd31",
         env_var="SCGEN_KANG_COUNTS_PATH",
+        preprocess=True,
+        showcase=("CD4 Naive T", "NK"),
     ),
     "kang_100genes": Dataset(
         filename="kang_counts_9517x100.h5ad",
         sha256="0536c12780f5abbf03ad46fc37fafb99850cde146314dfa19cd43c29221450fd",
         env_var="SCGEN_KANG_100GENES_PATH",
+        preprocess=True,
+        showcase=("CD4 T cells", "NK cells"),
     ),
 }
+
+
+def dataset_fields(name_or_path) -> dict:
+    """The config fields a registered dataset sets; nothing for a user's own file."""
+    info = DATASETS.get(str(name_or_path))
+    return info.config_fields() if info else {}
+
+
+def showcase_types(name_or_path, obs: pd.DataFrame, config) -> list[str]:
+    """The held-out types a quick run shows: the registry's, else the two largest types
+    the hold-out rule allows (a user's own file)."""
+    info = DATASETS.get(str(name_or_path))
+    if info and info.showcase:
+        return list(info.showcase)
+    allowed, _ = holdable_cell_types(obs, config)
+    sizes = obs[config.cell_type_key].astype(str).value_counts()
+    return sorted(allowed, key=lambda t: (-sizes[t], t))[:2]
 
 
 def data_checksum(path: str | Path) -> str:
@@ -397,7 +447,10 @@ def holdable_cell_types(obs: pd.DataFrame, config) -> tuple[list[str], dict[str,
 
 def held_out_types(obs: pd.DataFrame, config, chosen="all") -> list[str]:
     """The cell types a stage holds out in turn: ``"all"`` = every type the rule allows
-    (the others are named in a warning), or the ``chosen`` list, each checked."""
+    (the others are named in a warning), ``"default"`` = the dataset's showcase types
+    (:func:`showcase_types`), or the ``chosen`` list, each checked."""
+    if chosen == "default":
+        chosen = showcase_types(config.dataset, obs, config)
     if chosen == "all":
         allowed, refused = holdable_cell_types(obs, config)
         if refused:

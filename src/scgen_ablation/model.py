@@ -199,9 +199,9 @@ class TrainedModel:
                 f"checkpoint {str(path)!r} was refused by the safe loader (weights_only=True): "
                 "it is not a scgen_ablation checkpoint, or it holds objects other than tensors "
                 f"and plain data; never load it with weights_only=False ({reason[:200]})") from None
-        except (OSError, RuntimeError, EOFError, ValueError) as error:
+        except Exception as error:  # truncated, foreign or random bytes fail in many ways
             raise ValueError(f"checkpoint {str(path)!r} cannot be read (truncated or not a "
-                             f"torch file?): {error}") from None
+                             f"torch file?): {type(error).__name__}: {error}") from None
         if not isinstance(payload, dict):
             raise ValueError(f"{path} is not a scgen_ablation checkpoint (not a dict)")
         missing = {"state_dict", "config", "genes"} - set(payload)

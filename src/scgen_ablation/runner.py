@@ -190,6 +190,7 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
     # an explicit held-out type or seed replaces that axis of the profile's grid
     held_out = user.pop("held_out_cell_type", profile["held_out"])
     held_out = [held_out] if isinstance(held_out, str) else list(held_out)
+    observations: dict[Path, pd.DataFrame] = {}
     seeds = user.pop("seed", profile["seeds"])
     seeds = [seeds] if isinstance(seeds, (int, str)) else list(seeds)
     for axis, values in (("held_out_cell_type", held_out), ("seed", seeds)):
@@ -238,13 +239,22 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
             parameters["overrides"] = {**(parameters.get("overrides") or {}), **overrides,
                                        **(user.get("overrides") or {})}
 
+        if held_out in (["default"], ["all"]) or parameters.get("held_out_cell_types") == "default":
+            stage_held_out = dataset_types(name, parameters, held_out[0], observations)
+        else:
+            stage_held_out = held_out
+        if parameters.get("held_out_cell_types") == "default":
+            parameters["held_out_cell_types"] = dataset_types(name, parameters, "default",
+                                                              observations)
         grid = [{}]
         if stage["grid"] == "seed":
             grid = [{"seed": s} for s in seeds]
             if "held_out_cell_type" in (extra_parameters or {}) and "held_out_cell_types" in accepts:
-                parameters["held_out_cell_types"] = held_out
+                parameters["held_out_cell_types"] = stage_held_out
         elif stage["grid"] == "held_out x seed":
-            grid = [{"held_out_cell_type": h, "seed": s} for h in held_out for s in seeds]
+            if held_out == ["default"]:
+                stage_held_out = stage_held_out[:1]
+            grid = [{"held_out_cell_type": h, "seed": s} for h in stage_held_out for s in seeds]
         for point in grid:
             values = {**parameters, **point}
             config = None
@@ -265,6 +275,23 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
         raise UsageError(f"profile {profile_name!r}, parameters: {sorted(unclaimed)} is neither a "
                          "config field nor a parameter of any notebook of the profile")
     return jobs
+
+
+def dataset_types(stage: str, parameters: dict, word: str,
+                  observations: dict[Path, pd.DataFrame]) -> list[str]:
+    """The held-out types ``word`` names in the stage's dataset: ``all`` = every type the
+    hold-out rule allows, ``default`` = the dataset's showcase types (data.held_out_types)."""
+    try:
+        config = stage_config(stage, **config_layers(parameters))
+        path = resolve_path(config.dataset)
+        if path not in observations:
+            observations[path] = obs_of(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return held_out_types(observations[path], config, word)
+    except (KeyError, ValueError, TypeError, FileNotFoundError) as error:
+        raise UsageError(f"stage {stage}: held-out types {word!r}: "
+                         f"{error.args[0] if error.args else error}") from None
 
 
 def with_checksums(jobs: list[Job]) -> list[Job]:
@@ -1048,6 +1075,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=Path, default=None,
                         help="profiles file (default: ablation/profiles.yaml)")
     parser.add_argument("--stages", nargs="*", help="only these stages (default: the profile's)")
+    parser.add_argument("--dataset", default=None,
+                        help="a registered dataset (data.DATASETS: kang, haber, kang_counts, …) "
+                             "or an .h5ad path; the same as -p dataset NAME")
     parser.add_argument("--jobs", type=int, default=None,
                         help="notebooks run in parallel (default: 1; with --executor ray, as "
                              "many as the cluster's CPUs and GPUs fit)")
@@ -1082,8 +1112,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
         check_executor(args.executor, args.address, args.cpus_per_job, args.gpus_per_job)
         TrainingStore().check()
+        parameters = parse_parameters(args.parameter)
+        if args.dataset is not None:
+            if "dataset" in parameters:
+                raise UsageError("give the dataset once: --dataset or -p dataset")
+            parameters["dataset"] = args.dataset
         jobs = with_checksums(plan(args.profile, args.stages, profiles_path=args.profiles,
-                                   extra_parameters=parse_parameters(args.parameter)))
+                                   extra_parameters=parameters))
         if args.dry_run:
             dry_run(jobs, store=TrainingStore())
             return 0

@@ -4,6 +4,7 @@ A stage file names only what the stage changes over the preset.  The config
 a notebook trains with is built in layers, each overriding the one before::
 
     preset (``paper`` or ``recommended``)
+      -> the dataset's keys and labels (``data.DATASETS``, for a registered dataset)
       -> the stage file's ``config``
       -> the profile's config fields (``parameters``, then ``stage_parameters``)
       -> what the user passes (``runner -p`` or ``papermill -p``; None = unset)
@@ -20,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from .config import ScGenConfig, preset
+from .data import dataset_fields
 from .paths import ABLATION_DIR
 
 STAGES_DIR = ABLATION_DIR / "stages"
@@ -164,8 +166,10 @@ def load_profiles(path: Path | None = None) -> dict[str, dict]:
     profiles = {}
     for name, profile in raw.items():
         where = f"{path}, profile {name!r}"
+        if isinstance(profile, dict) and profile.get("held_out") in ("default", "all"):
+            profile = {**profile, "held_out": [profile["held_out"]]}  # resolved in the data
         profile = _check_keys(profile, PROFILE_KEYS, where)
-        profile = {"stages": list(known), "held_out": ["CD4T"], "seeds": [0], "parameters": {},
+        profile = {"stages": list(known), "held_out": ["default"], "seeds": [0], "parameters": {},
                    "stage_parameters": {}, **profile}
         for stage in list(profile["stages"]) + list(profile["stage_parameters"]):
             if stage not in known:
@@ -209,7 +213,12 @@ def stage_config(stage: str, preset_name: str = "paper", profile_config: dict | 
     leaves the field to the layers below.
     """
     config = preset(preset_name)
-    layers = (("stage file", load_stage(stage)["config"]),
+    dataset = config.dataset  # the last layer that names one decides
+    for layer in (load_stage(stage)["config"], profile_config, parameters, overrides):
+        if isinstance(layer, dict) and layer.get("dataset") is not None:
+            dataset = layer["dataset"]
+    layers = (("dataset", dataset_fields(dataset) if isinstance(dataset, str) else {}),
+              ("stage file", load_stage(stage)["config"]),
               ("profile", profile_config or {}),
               ("parameters", {k: v for k, v in (parameters or {}).items() if v is not None}),
               ("overrides", overrides or {}))

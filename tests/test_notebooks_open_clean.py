@@ -1,0 +1,30 @@
+"""Opening a committed notebook in JupyterLab does not dirty it.
+
+JupyterLab copies the kernel's ``kernelspec`` and its ``language_info`` (from the
+kernel's info reply) into the notebook's metadata when the kernel starts; a
+committed notebook that lacks any of it is marked modified and autosaved, and
+git then shows it changed.  This asks the project's kernel for its info, as
+JupyterLab does, and checks each notebook already holds exactly that.
+"""
+import json
+
+import nbformat
+from jupyter_client.manager import start_new_kernel
+
+from scgen_ablation.paths import NOTEBOOK_DIR
+
+
+def test_each_committed_notebook_comes_back_unchanged_from_its_kernel():
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        info = client.kernel_info(reply=True, timeout=60)["content"]["language_info"]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
+        committed = json.loads(path.read_text())
+        opened = nbformat.reads(path.read_text(), as_version=4)
+        opened.metadata["language_info"] = info  # what the kernel fills in on opening
+        assert json.loads(nbformat.writes(opened)) == committed, (
+            f"{path.name} changes when opened: its language_info {committed['metadata'].get('language_info')} "
+            f"is not the kernel's {info}")
