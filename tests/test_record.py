@@ -81,8 +81,8 @@ def test_the_record_trains_each_training_once_resumes_and_reports(profiles, tmp_
     assert len(pd.read_csv(out)) == 14
     doc = tmp_path / "doc.md"
     doc.write_text("<!-- report: ablation-ladder -->\n<!-- /report -->\n")
-    assert ablation_record.main(common + ["--report", "--figures", str(tmp_path),
-                                          "--doc", str(doc)]) == 0
+    assert ablation_record.main(common + ["--report", "--dataset", "kang_100genes",
+                                          "--figures", str(tmp_path), "--doc", str(doc)]) == 0
     ladder = doc.read_text()
     assert "01 plain autoencoder" in ladder and "gene-space arithmetic" in ladder
     assert "over 2 held-out runs" in ladder and (tmp_path / "ablation_ladder.png").stat().st_size
@@ -138,7 +138,8 @@ def test_a_field_added_later_keeps_the_keys_of_the_trainings_made_before_it():
 def _append_rows(path, first, count):
     record = ablation_record.Record(path)
     for i in range(first, first + count):
-        record.append([{"stage": "s", "variant": "v", "held_out_cell_type": f"t{i}", "seed": 0,
+        record.append([{"dataset": "d", "stage": "s", "variant": "v", "held_out_cell_type": f"t{i}",
+                        "seed": 0,
                         "r2_mean_all": 0.5}])
 
 
@@ -170,9 +171,10 @@ def test_a_record_with_its_own_key_replaces_a_rerun_and_keeps_its_columns(tmp_pa
 
 def test_a_row_made_by_another_training_is_stale_and_remade(tmp_path):
     # a preset's change alters a planned row's training key: the old row no longer holds
-    items = [{"stage": "05_scgen", "variant": "recommended", "held_out_cell_type": t, "seed": 0,
-              "training_key": f"new-{t}"} for t in ("B", "NK")]
-    done = pd.DataFrame([{"stage": "05_scgen", "variant": "recommended", "held_out_cell_type": t,
+    items = [{"dataset": "kang", "stage": "05_scgen", "variant": "recommended",
+              "held_out_cell_type": t, "seed": 0, "training_key": f"new-{t}"} for t in ("B", "NK")]
+    done = pd.DataFrame([{"dataset": "kang", "stage": "05_scgen", "variant": "recommended",
+                          "held_out_cell_type": t,
                           "seed": 0, "training_key": key, "status": "ok"}
                          for t, key in (("B", "old-B"), ("NK", "new-NK"))])
     assert [item["held_out_cell_type"] for item in ablation_record.stale(items, done)] == ["B"]

@@ -329,7 +329,7 @@ def test_a_planned_row_is_imported(tmp_path, record, capsys):
     assert sorted(pd.read_csv(path)["seed"]) == [0, 1]
 
 
-@pytest.mark.parametrize("content", ["", "stage,variant,held_out_cell_type,seed\n"])
+@pytest.mark.parametrize("content", ["", "dataset,stage,variant,held_out_cell_type,seed\n"])
 def test_the_report_of_an_empty_record_says_so(tmp_path, content):
     path = tmp_path / "empty.csv"
     path.write_text(content)

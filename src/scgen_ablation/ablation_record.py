@@ -42,6 +42,7 @@ META = ["training_key", "device", "status", "error", "train_seconds", "epochs_ru
 def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[dict]:
     """Every row the profile makes: its key, training key and config."""
     from .runner import plan, with_checksums
+    from .tracking import experiment_for
 
     jobs = with_checksums(plan(profile, stages, profiles_path=profiles,
                                extra_parameters=parameters or {}))
@@ -51,7 +52,8 @@ def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[di
         for variant, config in job.variant_configs():
             if preset_name != "paper" and variant != preset_name:  # e.g. -p preset_name recommended
                 variant = f"{variant} ({preset_name})"
-            items.append({"stage": job.stage, "variant": variant,
+            items.append({"dataset": experiment_for(config.dataset),
+                          "stage": job.stage, "variant": variant,
                           "held_out_cell_type": config.held_out_cell_type, "seed": config.seed,
                           "training_key": config.training_key(job.data_sha256),
                           "data_sha256": job.data_sha256, "config": config.to_dict()})
@@ -228,7 +230,8 @@ class Record:
             os.replace(temporary, self.path)
 
 
-def log_rows(rows: list[dict], items: dict, experiment: str, lock: threading.Lock) -> None:
+def log_rows(rows: list[dict], items: dict, experiment: str | None,
+             lock: threading.Lock) -> None:
     """Each row as an MLflow result run ``<stage>-<variant>-<type>-<seed>`` (tag source=record)."""
     from . import tracking
     from .config import ScGenConfig
@@ -237,8 +240,8 @@ def log_rows(rows: list[dict], items: dict, experiment: str, lock: threading.Loc
     with lock:
         for row in rows:
             item = items.get(tuple(row[k] for k in KEY))
-            name = "-".join(str(row[k]) for k in KEY)
-            tracking.start(experiment=experiment, run_name=name, tags={
+            name = "-".join(str(row[k]) for k in KEY if k != "dataset")
+            tracking.start(experiment=experiment or str(row["dataset"]), run_name=name, tags={
                 "stage": str(row["stage"])[:2], "stage_name": row["stage"],
                 "variant": row["variant"], "level": "result", "source": "ablation_record",
                 "training_key": row["training_key"], "device": str(row.get("device", ""))})
@@ -260,13 +263,17 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", nargs="*", default=None)
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "YAML_VALUE"), help="as runner -p")
+    parser.add_argument("--dataset", default=None,
+                        help="the dataset (data.DATASETS name or .h5ad path): plans as -p dataset "
+                             "NAME; with --report, whose rows (default: kang)")
     parser.add_argument("--out", type=Path, default=RECORD)
     parser.add_argument("--jobs", type=int, default=1,
                         help="trainings at a time, each in its own process (say 12 on one GPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
     parser.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
                         help="start no new training after this long (what started finishes)")
-    parser.add_argument("--experiment", default="kang")
+    parser.add_argument("--experiment", default=None,
+                        help="MLflow experiment of the result runs (default: each row's dataset)")
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument("--store", type=Path, default=None, help="the training store's folder")
     parser.add_argument("--dry-run", action="store_true",
@@ -293,7 +300,9 @@ def main(argv=None) -> int:
         os.environ[ENVIRONMENT_VARIABLE] = str(args.store.resolve())
     if args.report:
         from .ablation_report import write_report
-        return write_report(args.out, args.figures, args.doc)
+        from .tracking import experiment_for
+        return write_report(args.out, args.figures, args.doc,
+                            dataset=experiment_for(args.dataset or "kang"))
 
     record = Record(args.out)
     if args.unit:  # one training's rows, in this process (the pool's workers)
@@ -303,7 +312,12 @@ def main(argv=None) -> int:
     from .runner import UsageError, parse_parameters
 
     try:
-        items = wanted(args.profile, args.stages, args.profiles, parse_parameters(args.parameter))
+        parameters = parse_parameters(args.parameter)
+        if args.dataset is not None:
+            if "dataset" in parameters:
+                raise UsageError("give the dataset once: --dataset or -p dataset")
+            parameters["dataset"] = args.dataset
+        items = wanted(args.profile, args.stages, args.profiles, parameters)
     except UsageError as error:
         print(f"ablation_record: {error}", file=sys.stderr)
         return 2

@@ -37,7 +37,8 @@ SHORT = {"r2_mean_all": "R² mean, all", "r2_mean_top100": "R² mean, top-100",
          "edistance": "E-distance ↓"}
 
 
-KEY = ["stage", "variant", "held_out_cell_type", "seed"]  # one row of the record
+# one row of the record; a row made on one dataset never counts for another
+KEY = ["dataset", "stage", "variant", "held_out_cell_type", "seed"]
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -415,7 +416,8 @@ def field_figure(table: pd.DataFrame) -> plt.Figure:
                          "the E-distance (lower is better) do not")
 
 
-def write_report(csv: Path, figures: Path, docs=()) -> int:
+def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> int:
+    """The docs' blocks and figures of one dataset's rows (Kang's by default)."""
     if not Path(csv).exists():
         raise SystemExit(f"{csv} does not exist: run python -m scgen_ablation.ablation_record first")
     try:
@@ -425,7 +427,11 @@ def write_report(csv: Path, figures: Path, docs=()) -> int:
     if rows.empty:
         raise SystemExit(f"ablation_record --report: {csv} holds no rows yet: make some with "
                          "python -m scgen_ablation.ablation_record first")
-    table = load(csv)
+    everything = load(csv)
+    table = everything[everything["dataset"] == dataset].reset_index(drop=True)
+    if table.empty:
+        raise SystemExit(f"ablation_record --report: {csv} holds no rows of dataset {dataset!r}; "
+                         f"it has {sorted(everything['dataset'].unique())}")
     blocks = {"ablation-ladder": ladder_block(table), "ablation-variants": variants_block(table),
               "ablation-per-type": per_type_block(table), "ablation-coverage": coverage_block(table),
               "ablation-device": device_block(table),
