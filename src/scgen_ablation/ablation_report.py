@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from .metrics import BASELINES, FIELD_METRICS, LOWER_IS_BETTER, METRIC_LABELS, METRICS
-from .paths import REFERENCE_RESULTS
+from .paths import PROJECT_ROOT, REFERENCE_RESULTS
 from .study_report import ABLATION_BLOCKS, markdown, write_blocks
 
 REFERENCE = "authors' scGen (reference)"
+VERDICTS = PROJECT_ROOT / "benchmarks" / "results" / "dataset_verdicts.csv"  # docs/datasets.md
 
 LADDER = {  # (stage, variant) -> what that step adds
     ("01_autoencoder", "paper"): "01 plain autoencoder",
@@ -416,6 +417,102 @@ def field_figure(table: pd.DataFrame) -> plt.Figure:
                          "the E-distance (lower is better) do not")
 
 
+# --- beyond one dataset (docs/datasets.md) ---------------------------------------------------
+
+# what each component adds, in the order it is added, on every dataset of the record
+COMPONENTS = {
+    ("01_autoencoder", "paper"): "01 plain autoencoder",
+    ("02_vae", "paper"): "02 VAE, β = 1",
+    ("03_kl_weighting", "kl_weight=5e-05"): "03 β = 5e-5",
+    ("05_scgen", "paper"): "05 + balanced δ (scGen)",
+    ("06_small_data", "paired delta + residual decoding"): "06 step 1: paired δ, residual",
+    ("05_scgen", "recommended"): "05 recommended preset",
+    ("07_beyond", "PCA · per-cell transport"): "07 PCA · per-cell transport (no model)",
+}
+GENE_ARITHMETIC = "gene-space arithmetic"
+DATASET_METRICS = ("r2_mean_all", "r2_mean_top100", "r2_var_all", "pcc_delta_all",
+                   "deg_overlap_top100", "edistance")
+# docs/datasets.md's rules, stated before the runs: (rule, candidate, baseline, picked from k)
+DATASET_RULES = (
+    ("step 1 (prediction)", ("06_small_data", "paired delta + residual decoding"),
+     ("06_small_data", "paper"), 7),
+    ("steps 2 + 3 (ReLU, schedule)", ("05_scgen", "recommended"),
+     ("06_small_data", "paired delta + residual decoding"), 13),
+    ("stage 07's winner", ("07_beyond", "per-cell transport"), ("07_beyond", "scGen delta"), 8),
+)
+RULE_METRICS = METRICS  # the four R², as every verdict of this repository
+
+
+def components(everything: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one row per (dataset, component, run), gene-space arithmetic included
+    (read from the scGen rows' ``gene_arith_`` columns)."""
+    table = scored(everything)
+    parts = [table[(table["stage"] == stage) & (table["variant"] == variant)].assign(method=label)
+             for (stage, variant), label in COMPONENTS.items()]
+    scgen = table[(table["stage"] == "05_scgen") & (table["variant"] == "paper")]
+    columns = {f"gene_arith_{m}": m for m in DATASET_METRICS if f"gene_arith_{m}" in scgen}
+    parts.append(scgen[["dataset", "run", "held_out_cell_type", "seed", *columns]]
+                 .rename(columns=columns).assign(method=GENE_ARITHMETIC))
+    return pd.concat(parts, ignore_index=True)
+
+
+def datasets_block(everything: pd.DataFrame, metric: str) -> str:
+    """One metric, each component (rows) on each dataset (columns): mean ± sd over runs."""
+    long = components(everything)
+    order = [*COMPONENTS.values(), GENE_ARITHMETIC]
+    grouped = long.groupby(["method", "dataset"])[metric]
+    cells = (grouped.mean().round(3).astype(str) + " ± " + grouped.std().round(3).astype(str)
+             + " (" + grouped.size().astype(str) + ")").unstack()
+    cells = cells.reindex([m for m in order if m in cells.index]).fillna("—")
+    return markdown(cells.rename_axis(SHORT.get(metric, metric))) + (
+        f"\n\n{METRIC_LABELS[metric]}: mean ± sd (runs) over held-out types × seeds on each "
+        "dataset; —: not in the record yet.")
+
+
+def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
+    """docs/datasets.md's verdicts: per dataset, rule and R², the mean paired difference
+    (candidate − baseline, same type and seed), the margin (½ the baseline's seed sd pooled
+    over types, divided by the number of candidates the choice was picked from) and
+    whether it passes; only datasets where both rows exist."""
+    table = scored(everything)
+    rows = []
+    for dataset, data in table.groupby("dataset", sort=True):
+        for rule, candidate, baseline, picked_from in DATASET_RULES:
+            pair = [data[(data["stage"] == s) & (data["variant"] == v)]
+                    .set_index(["held_out_cell_type", "seed"]) for s, v in (candidate, baseline)]
+            shared = pair[0].index.intersection(pair[1].index)
+            if shared.empty:
+                continue
+            for metric in RULE_METRICS:
+                new, old = pair[0].loc[shared, metric], pair[1].loc[shared, metric]
+                seed_sd = np.sqrt(pair[1][metric].groupby(level=0).var().mean())
+                margin = -0.5 * seed_sd / picked_from
+                difference = (new - old).mean()
+                rows.append({"dataset": dataset, "rule": rule, "metric": metric,
+                             "runs": len(shared), "types": shared.get_level_values(0).nunique(),
+                             "mean_difference": round(difference, 4),
+                             "margin": round(margin, 4), "passed": bool(difference >= margin)})
+    return pd.DataFrame(rows)
+
+
+def verdicts_block(verdicts: pd.DataFrame) -> str:
+    if verdicts.empty:
+        return "(no dataset has both rows of a rule yet)"
+    shown = verdicts.assign(metric=verdicts["metric"].map(SHORT))
+    table = markdown(shown.set_index(["dataset", "rule", "metric"]), floatfmt=".4f")
+    overall = verdicts.groupby(["rule", "dataset"])["passed"].all().unstack()
+    lines = []
+    for rule, by_dataset in overall.iterrows():
+        judged = by_dataset.dropna()
+        failed = [d for d, ok in judged.items() if not ok]
+        lines.append(f"- **{rule}**: " + ("passes on every dataset judged so far ("
+                                           + ", ".join(judged.index) + ")" if not failed else
+                                           "fails on " + ", ".join(failed)
+                                           + (f"; passes on {', '.join(d for d in judged.index if d not in failed)}"
+                                              if len(failed) < len(judged) else "")))
+    return table + "\n\n" + "\n".join(lines)
+
+
 def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> int:
     """The docs' blocks and figures of one dataset's rows (Kang's by default)."""
     if not Path(csv).exists():
@@ -441,6 +538,11 @@ def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> in
               "ablation-beyond-rule": beyond_rule_block(table),
               "ablation-recommended": recommended_block(table),
               "ablation-flush": flush_block(table)}
+    verdicts = rule_verdicts(everything)
+    verdicts.to_csv(VERDICTS, index=False)
+    blocks["ablation-datasets-rules"] = verdicts_block(verdicts)
+    for metric in DATASET_METRICS:
+        blocks[f"ablation-datasets-{metric}"] = datasets_block(everything, metric)
     for name, block in blocks.items():
         print(f"## {name}\n\n{block}\n")
     figures.mkdir(parents=True, exist_ok=True)

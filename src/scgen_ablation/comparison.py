@@ -93,7 +93,7 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
              and table[f"metrics.{m}"].notna().any()]
     columns = {f"metrics.{m}": m for m in shown}
     rows = [_mean_sd(table, ["method"], columns)]
-    rows[0] = rows[0].iloc[sorted(range(len(rows[0])), key=lambda i: method_order(rows[0]["method"][i]))]
+    rows[0] = sort_methods(rows[0])
     for name, label in BASELINES.items():
         base_columns = {f"metrics.{name}_{m}": m for m in shown}
         if all(c in table for c in base_columns):
@@ -112,7 +112,22 @@ def per_cell_type(runs: pd.DataFrame, method: str | None = None) -> pd.DataFrame
     if method is not None:
         table = table[table["method"] == method]
     columns = {f"metrics.{m}": m for m in (*METRICS, *FIELD_METRICS) if f"metrics.{m}" in table}
-    return _mean_sd(table, ["method", "cell_type"], columns)
+    out = _mean_sd(table, ["method", "cell_type"], columns)
+    if "params.epochs" in table:  # how long each side trained: the reference's is converged
+        epochs = table.groupby(["method", "cell_type"])["params.epochs"].agg(
+            lambda e: "/".join(sorted(set(map(str, e.dropna())), key=float)))
+        out = out.merge(epochs.rename("epochs").reset_index(), on=["method", "cell_type"])
+    return sort_methods(out)
+
+
+def sort_methods(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the ablation table's order (stage, then a numeric variant by its number:
+    β = 0, 5e-05, 0.001, …), then by cell type."""
+    if table.empty:
+        return table
+    order = sorted(range(len(table)), key=lambda i: (method_order(table["method"].iloc[i]),
+                                                     str(table.get("cell_type", pd.Series([""] * len(table))).iloc[i])))
+    return table.iloc[order].reset_index(drop=True)
 
 
 def reference_table(path: str | Path = REFERENCE_RESULTS) -> pd.DataFrame:
@@ -120,4 +135,8 @@ def reference_table(path: str | Path = REFERENCE_RESULTS) -> pd.DataFrame:
     raw = pd.read_csv(path)
     columns = {m: m for m in METRICS}
     out = _mean_sd(raw.assign(method="reference scGen"), ["method", "cell_type"], columns)
+    if "epochs" in raw:  # early-stopped: the epochs each seed trained
+        epochs = raw.groupby("cell_type")["epochs"].agg(
+            lambda e: "/".join(map(str, sorted(set(e)))) + " (early-stopped)")
+        out = out.merge(epochs.rename("epochs").reset_index(), on="cell_type")
     return out

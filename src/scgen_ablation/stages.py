@@ -34,6 +34,9 @@ PROFILE_KEYS = {"stages": list, "held_out": list, "seeds": list, "parameters": d
 CONFIG_FIELDS = set(ScGenConfig.__dataclass_fields__)
 # notebook parameters that are config fields: None in the parameters cell = unset
 CONFIG_PARAMETERS = ("dataset", "held_out_cell_type", "seed", "epochs")
+# the fields that say which data a stage read (all a stage that trains nothing logs)
+DATA_FIELDS = ("dataset", "condition_key", "cell_type_key", "control_label", "stimulated_label",
+               "preprocess", "n_top_genes")
 
 
 class StageError(ValueError):
@@ -256,5 +259,7 @@ def open_stage(stage: str, *, preset_name: str = "paper", profile_config: dict |
                    run_name=name, tags={"stage": stage[:2], "stage_name": stage})
     # a stage run once per profile holds nothing out: no held-out type or seed to claim
     unused = ("held_out_cell_type", "seed") if grid == "once" else ()
+    if not load_stage(stage)["trains"]:  # (00, 08) nothing trained: only what data it read
+        unused = tuple(f for f in CONFIG_FIELDS if f not in DATA_FIELDS)
     tracking.log_config(config, adata.uns["source_file"], varies=tuple(varies), unused=unused)
     return config, adata
