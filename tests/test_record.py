@@ -184,3 +184,13 @@ def test_a_row_made_by_another_training_is_stale_and_remade(tmp_path):
     record.append(done.to_dict("records"))
     record.append([{**items[0], "status": "ok"}])  # the remade row replaces the stale one
     assert ablation_record.pending_units(items, record.read()) == []
+
+
+def test_the_dataset_verdicts_are_what_the_committed_record_says():
+    # docs/datasets.md's rules, recomputed from the record: the committed CSV must agree
+    from scgen_ablation import ablation_report
+
+    committed = pd.read_csv(ablation_report.VERDICTS)
+    recomputed = ablation_report.rule_verdicts(ablation_report.load(ablation_record.RECORD))
+    assert not committed.empty
+    pd.testing.assert_frame_equal(recomputed.reset_index(drop=True), committed, check_dtype=False)

@@ -461,7 +461,8 @@ def datasets_block(everything: pd.DataFrame, metric: str) -> str:
     long = components(everything)
     order = [*COMPONENTS.values(), GENE_ARITHMETIC]
     grouped = long.groupby(["method", "dataset"])[metric]
-    cells = (grouped.mean().round(3).astype(str) + " ± " + grouped.std().round(3).astype(str)
+    sd = grouped.std().round(3).astype(str)
+    cells = (grouped.mean().round(3).astype(str) + (" ± " + sd).where(grouped.size() > 1, "")
              + " (" + grouped.size().astype(str) + ")").unstack()
     cells = cells.reindex([m for m in order if m in cells.index]).fillna("—")
     return markdown(cells.rename_axis(SHORT.get(metric, metric))) + (
@@ -498,8 +499,9 @@ def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
 def verdicts_block(verdicts: pd.DataFrame) -> str:
     if verdicts.empty:
         return "(no dataset has both rows of a rule yet)"
-    shown = verdicts.assign(metric=verdicts["metric"].map(SHORT))
-    table = markdown(shown.set_index(["dataset", "rule", "metric"]), floatfmt=".4f")
+    shown = verdicts.assign(metric=verdicts["metric"].map(SHORT),
+                            passed=verdicts["passed"].map({True: "yes", False: "**no**"}))
+    table = shown.to_markdown(index=False, floatfmt=".4f")
     overall = verdicts.groupby(["rule", "dataset"])["passed"].all().unstack()
     lines = []
     for rule, by_dataset in overall.iterrows():
