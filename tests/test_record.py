@@ -194,3 +194,25 @@ def test_the_dataset_verdicts_are_what_the_committed_record_says():
     recomputed = ablation_report.rule_verdicts(ablation_report.load(ablation_record.RECORD))
     assert not committed.empty
     pd.testing.assert_frame_equal(recomputed.reset_index(drop=True), committed, check_dtype=False)
+
+
+def test_the_record_loads_into_mlflow_once_as_result_runs_the_comparison_leaves_out(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from scgen_ablation import ablation_report, comparison, tracking
+
+    table = ablation_report.load(ablation_record.RECORD)
+    sample = pd.concat([table[table["stage"] == "05_scgen"].head(3),
+                        table[table["stage"] == "07_beyond"].head(2)])
+    uri = tracking.store_uri(tmp_path / "mlruns")
+    assert ablation_record.to_mlflow(sample, uri) == 5
+    assert ablation_record.to_mlflow(sample, uri) == 0  # idempotent
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("kang").experiment_id],
+                              "tags.source = 'record'")
+    first = sample.iloc[0]
+    named = {r.info.run_name: r for r in runs}
+    run = named[f"{first['stage']}-{first['variant']}-{first['held_out_cell_type']}-{first['seed']}"]
+    assert run.info.status == "FINISHED" and run.data.tags["device"] == str(first["device"])
+    assert run.data.metrics["r2_mean_all"] == round(first["r2_mean_all"], 4)
+    assert comparison.result_runs(tracking.runs_table("kang", uri=uri)).empty

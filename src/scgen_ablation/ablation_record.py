@@ -256,6 +256,61 @@ def log_rows(rows: list[dict], items: dict, experiment: str | None,
             tracking.finish()
 
 
+def to_mlflow(table: pd.DataFrame, uri: str | None = None) -> int:
+    """Each scored row of the record as a FINISHED result run in its dataset's experiment,
+    once (tag ``record_key``: a rerun adds only rows it has not logged); returns how many.
+
+    The runs are named like the notebooks' result runs and tagged ``source=record``
+    with the row's device and origin, so the MLflow UI compares the converged
+    ladder beside the quick profile's runs (column ``source``); the comparison
+    notebook leaves them out of its own tables.
+    """
+    import time as clock
+
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from . import tracking
+    from .data import DATASETS
+
+    uri = tracking.tracking_uri(uri)
+    client = MlflowClient(uri)
+    made = 0
+    for dataset, rows in table.groupby("dataset", sort=True):
+        experiment_id = tracking.setup(uri, str(dataset))
+        logged = tracking.retry(client.search_runs, [experiment_id], "tags.source = 'record'",
+                                max_results=50000)
+        have = {run.data.tags.get("record_key") for run in logged}
+        sha = DATASETS[dataset].sha256 if dataset in DATASETS else ""
+        for row in rows.to_dict("records"):
+            if row.get("status", "ok") != "ok":
+                continue
+            key = "|".join(str(row[k]) for k in KEY) + f"|{row['training_key']}"
+            if key in have:
+                continue
+            tags = {"level": "result", "source": "record", "record_key": key,
+                    "record_origin": str(row.get("source") if pd.notna(row.get("source")) else "record"),
+                    "profile": "full (converged record)", "stage": str(row["stage"])[:2],
+                    "stage_name": row["stage"], "variant": row["variant"],
+                    "held_out_cell_type": row["held_out_cell_type"], "seed": str(row["seed"]),
+                    "training_key": row["training_key"], "device": str(row.get("device", "")),
+                    "data_sha256": sha}
+            run = tracking.retry(client.create_run, experiment_id, tags=tags,
+                                 run_name=f"{row['stage']}-{row['variant']}-"
+                                          f"{row['held_out_cell_type']}-{row['seed']}")
+            now = int(clock.time() * 1000)
+            metrics = [Metric(k, round(float(v), 4), now, 0) for k, v in row.items()
+                       if k not in KEY and k not in META and isinstance(v, (int, float))
+                       and not isinstance(v, bool) and pd.notna(v)]
+            params = [Param(k, str(row[k])) for k in ("held_out_cell_type", "seed", "epochs_run")
+                      if k in row and pd.notna(row[k])]
+            tracking.retry(client.log_batch, run.info.run_id, metrics=metrics, params=params,
+                           tags=[RunTag("mlflow.runName", run.info.run_name)])
+            tracking.retry(client.set_terminated, run.info.run_id, "FINISHED")
+            made += 1
+    return made
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="full")
@@ -289,6 +344,10 @@ def main(argv=None) -> int:
                         help="train nothing: write each pending training's rows as "
                              "FOLDER/NNN.json, for --unit on a machine without MLflow "
                              "(benchmarks/device_record.sh)")
+    parser.add_argument("--to-mlflow", action="store_true",
+                        help="train nothing: log every record row as an MLflow result run "
+                             "(tag source=record), once; then `make ui` compares them")
+    parser.add_argument("--tracking-uri", default=None, help="with --to-mlflow (default: mlruns/)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: tables and figures from the CSV")
     parser.add_argument("--figures", type=Path, default=PROJECT_ROOT / "docs" / "figures")
@@ -305,6 +364,11 @@ def main(argv=None) -> int:
                             dataset=experiment_for(args.dataset or "kang"))
 
     record = Record(args.out)
+    if args.to_mlflow:
+        from .ablation_report import load
+        made = to_mlflow(load(args.out), args.tracking_uri)
+        print(f"{made} record rows logged as MLflow result runs (tag source=record)")
+        return 0
     if args.unit:  # one training's rows, in this process (the pool's workers)
         record.append(score_unit(json.loads(args.unit.read_text()), threads=args.threads))
         return 0

@@ -41,7 +41,9 @@ def result_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Counted runs that hold one held-out prediction's metrics (``tags.level == 'result'``)."""
     if runs.empty or "tags.level" not in runs:
         return runs.iloc[0:0]
-    keep = (runs["tags.level"] == "result") & counted(runs)
+    # the converged record's rows (ablation_record --to-mlflow) are compared in docs/, not here
+    from_record = runs.get("tags.source", pd.Series(None, index=runs.index)) == "record"
+    keep = (runs["tags.level"] == "result") & counted(runs) & ~from_record
     table = runs[keep].copy()
     variant = table.get("tags.variant", pd.Series("", index=table.index)).fillna("")
     table["method"] = table["tags.stage_name"].fillna("?") + variant.map(lambda v: f" [{v}]" if v else "")

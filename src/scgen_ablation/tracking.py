@@ -52,7 +52,7 @@ EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
     VIEW_TAG: json.dumps({
         "selectedColumns": [f"metrics.`{m}`" for m in (*METRICS, *FIELD_METRICS)]
-        + [f"tags.`{t}`" for t in ("variant", "held_out_cell_type", "seed", "covers")],
+        + [f"tags.`{t}`" for t in ("source", "variant", "held_out_cell_type", "seed", "covers")],
         "orderByKey": "attributes.start_time", "orderByAsc": False}),
 }
 
@@ -175,7 +175,7 @@ def setup(uri: str | None = None, experiment: str = "kang") -> str:
         client = MlflowClient(uri)
         found = retry(client.get_experiment_by_name, experiment)
         if found is not None:
-            if VIEW_TAG not in found.tags:  # an experiment made before the view existed
+            if any(found.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):  # an older view
                 for key, value in EXPERIMENT_TAGS.items():
                     retry(client.set_experiment_tag, found.experiment_id, key, value)
             return found.experiment_id
