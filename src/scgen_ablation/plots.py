@@ -53,6 +53,9 @@ def loss_curves(history: list[dict]) -> plt.Figure:
     axes[0].set_xlabel("epoch"); axes[0].set_ylabel("loss"); axes[0].legend()
     axes[1].plot(table["epoch"], table["kl"], label="KL (train)")
     axes[1].set_xlabel("epoch"); axes[1].set_ylabel("KL"); axes[1].legend()
+    kl = table["kl"].to_numpy(dtype=float)
+    if kl.size and np.nanmin(kl) > 0 and np.nanmax(kl) > 20 * np.nanmedian(kl):
+        axes[1].set_yscale("log")  # an early spike would flatten the rest of the curve
     fig.tight_layout()
     return fig
 
@@ -132,27 +135,34 @@ def _lower_limit(values) -> float:
 
 
 def _r2_rows(table, labels, metric_columns, title, markers) -> plt.Figure:
-    """``r2_bars`` turned on its side: one row of bars per group, read top to bottom."""
+    """``r2_bars`` for many groups: one panel per metric side by side, one bar per group,
+    read top to bottom, labels once at the left; markers as ticks across each bar, and
+    the legend below the panels, clear of the data and the title."""
     y = np.arange(len(labels))[::-1]
-    height = 0.8 / len(metric_columns)
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(labels) * max(1, len(metric_columns) / 2) + 1.5))
+    n = len(metric_columns)
+    fig, axes = plt.subplots(1, n, sharey=True, squeeze=False,
+                             figsize=(2.6 * n + 3.2, 0.26 * len(labels) + 2.2))
     values = [table[c].to_numpy(dtype=float) for c in metric_columns]
-    for k, column in enumerate(metric_columns):
+    values += [table[c].to_numpy(dtype=float) for c in (markers or {}).values()]
+    low = _lower_limit(values)
+    handles = {}
+    for ax, column in zip(axes[0], metric_columns):
         sd = table[f"{column}_sd"] if f"{column}_sd" in table else None
-        ax.barh(y - k * height, table[column], height, xerr=sd, label=column, capsize=2)
-    styles = iter([("k", "--"), ("0.4", ":"), ("tab:red", "-.")])
-    for label, column in (markers or {}).items():
-        color, style = next(styles)
-        values.append(table[column].to_numpy(dtype=float))
-        for i, value in enumerate(table[column]):
-            ax.vlines(value, y[i] - 0.8 + height / 2, y[i] + height / 2, colors=color,
-                      linestyles=style, label=label if i == 0 else None)
-    ax.set_yticks(y - 0.4 + height / 2, labels)
-    ax.set_xlabel("R²")
-    ax.set_xlim(_lower_limit(values), 1.0)
-    ax.set_title(title, pad=12 + 14 * ((len(metric_columns) + len(markers or {}) + 1) // 2))
-    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=2)
-    fig.tight_layout()
+        ax.barh(y, table[column], 0.7, xerr=sd, capsize=2, color="tab:blue")
+        styles = iter([("k", "--"), ("0.4", ":"), ("tab:red", "-.")])
+        for label, marker in (markers or {}).items():
+            color, style = next(styles)
+            handles[label] = ax.vlines(table[marker], y - 0.4, y + 0.4, colors=color,
+                                       linestyles=style, label=label)
+        ax.set_xlim(low, 1.0)
+        ax.set_title(str(column), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, labels, fontsize=8)
+    fig.suptitle(title)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), fontsize=8, loc="lower center",
+                   ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.05 if handles else 0, 1, 1))
     return fig
 
 
