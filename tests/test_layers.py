@@ -181,7 +181,7 @@ def test_only_runs_their_runner_closed_finished_count():
 
 
 # the package's rooms, in the order of the pipeline: each imports only those before it
-ORDER = ["config", "paths", "data", "model", "training", "store", "responses", "prediction", "metrics", "experiment",
+ORDER = ["config", "paths", "data", "model", "training", "store", "trainings", "responses", "prediction", "metrics", "experiment",
          "plots", "tracking", "stages", "study", "comparison", "study_report", "runner",
          "study_record", "ablation_report", "ablation_record"]
 

@@ -19,7 +19,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 import scgen_ablation as sa
-from scgen_ablation import ablation_record, data, experiment, runner, stages, store, tracking
+from scgen_ablation import (ablation_record, data, experiment, runner, stages, store, tracking,
+                            trainings)
 from scgen_ablation.paths import SHARED_DATA
 
 from synthetic import simulate
@@ -341,14 +342,14 @@ def test_the_store_lists_and_prunes_by_age_and_by_record(on_disk, training_store
     experiment.run(on_disk, tiny(), store=training_store, progress=False)
     experiment.run(on_disk, tiny(seed=1), store=training_store, progress=False)
     kept = key_of(on_disk, tiny())
-    assert store.main(["list", "--store", str(training_store.root)]) == 0
+    assert trainings.main(["list", "--store", str(training_store.root)]) == 0
     listed = capsys.readouterr().out
     assert kept in listed and "2 trainings" in listed and "MB" in listed
     record = tmp_path / "record.csv"
     pd.DataFrame([{"training_key": kept}]).to_csv(record, index=False)
-    store.main(["prune", "--store", str(training_store.root), "--unused-by", str(record)])
+    trainings.main(["prune", "--store", str(training_store.root), "--unused-by", str(record)])
     assert len(training_store.keys()) == 2  # without --yes it only says what it would delete
-    store.main(["prune", "--store", str(training_store.root), "--unused-by", str(record), "--yes"])
+    trainings.main(["prune", "--store", str(training_store.root), "--unused-by", str(record), "--yes"])
     assert training_store.keys() == {kept}
-    store.main(["prune", "--store", str(training_store.root), "--older-than", "1", "--yes"])
+    trainings.main(["prune", "--store", str(training_store.root), "--older-than", "1", "--yes"])
     assert training_store.keys() == {kept}  # made today
