@@ -28,7 +28,7 @@ STAGES_DIR = ABLATION_DIR / "stages"
 PROFILES_FILE = ABLATION_DIR / "profiles.yaml"
 GRIDS = ("once", "seed", "held_out x seed")
 STAGE_KEYS = {"notebook": str, "grid": str, "config": dict, "parameters": dict, "last": bool,
-              "trains": bool, "variants": dict}
+              "trains": bool, "variants": dict, "pick": str}
 PROFILE_KEYS = {"stages": list, "held_out": list, "seeds": list, "parameters": dict,
                 "stage_parameters": dict}
 CONFIG_FIELDS = set(ScGenConfig.__dataclass_fields__)
@@ -155,6 +155,17 @@ def variants_of(stage: str, parameters: dict | None = None) -> dict[str, dict]:
                              f"known: {list(members)}")
         chosen.update({name: members[name] for name in members if name in wanted})
     return chosen
+
+
+def summary(stage: str, by_variant: dict[str, list[dict]], where: str) -> tuple[list[dict], str]:
+    """What a stage's parent run averages, and what that covers: the stage's own pick
+    (``pick`` in its stage file), where it ran, so that every stage's row in the UI is one
+    method; else every variant's rows.  ``by_variant``: variant -> its results' metrics."""
+    pick = load_stage(stage).get("pick")
+    if pick in by_variant:
+        return by_variant[pick], f"the stage's pick, {pick} (of {len(by_variant)} variants), {where}"
+    rows = [row for rows in by_variant.values() for row in rows]
+    return rows, f"{len(by_variant)} variants ({', '.join(by_variant)}), {where}"
 
 
 def load_profiles(path: Path | None = None) -> dict[str, dict]:

@@ -54,7 +54,7 @@ EXPERIMENT_TAGS = {
         # the R² only: the UI orders metric columns by name, so the field's (deg_*, edistance,
         # pcc_*) would come first and push R² off a laptop screen; they are a click away
         "selectedColumns": [f"metrics.`{m}`" for m in METRICS]
-        + [f"tags.`{t}`" for t in ("source", "variant", "held_out_cell_type", "seed", "covers")],
+        + [f"tags.`{t}`" for t in ("covers", "source", "variant", "held_out_cell_type", "seed")],
         "orderByKey": "attributes.start_time", "orderByAsc": False}),
 }
 
