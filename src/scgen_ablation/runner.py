@@ -239,10 +239,9 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
             parameters["overrides"] = {**(parameters.get("overrides") or {}), **overrides,
                                        **(user.get("overrides") or {})}
 
-        if held_out in (["default"], ["all"]) or parameters.get("held_out_cell_types") == "default":
+        stage_held_out = held_out
+        if stage["trains"] and held_out in (["default"], ["all"]):  # words the data resolve
             stage_held_out = dataset_types(name, parameters, held_out[0], observations)
-        else:
-            stage_held_out = held_out
         if parameters.get("held_out_cell_types") == "default":
             parameters["held_out_cell_types"] = dataset_types(name, parameters, "default",
                                                               observations)
