@@ -12,7 +12,7 @@ import yaml
 from scgen_ablation import runner, stages
 from scgen_ablation.paths import NOTEBOOK_DIR
 
-pytestmark = pytest.mark.kang  # the runner checksums the Kang file
+needs_kang = pytest.mark.kang  # the runner reads and checksums the Kang file
 
 
 @pytest.fixture
@@ -40,6 +40,7 @@ def only_config(jobs):
     return jobs[0].config
 
 
+@needs_kang
 def test_a_stage_file_value_reaches_the_config_unless_a_later_layer_sets_it(stage_dir, tmp_path):
     plain = profiles(tmp_path, parameters={"epochs": 3})
     assert only_config(runner.plan("p", profiles_path=plain)).learning_rate == 1e-4
@@ -56,6 +57,7 @@ def test_a_stage_file_value_reaches_the_config_unless_a_later_layer_sets_it(stag
     assert only_config(by_overrides).epochs == 9
 
 
+@needs_kang
 def test_the_dry_run_prints_every_jobs_effective_config(stage_dir, tmp_path):
     jobs = runner.with_checksums(runner.plan("quick"))
     out = io.StringIO()
@@ -96,16 +98,19 @@ def test_every_notebook_builds_its_config_through_open_stage():
     ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
     ({"hidden_sizes": "256"}, "'hidden_sizes' must be a list"),
 ])
+@needs_kang
 def test_parameters_are_never_dropped(extra, message):
     with pytest.raises(runner.UsageError, match=message):
         runner.plan("quick", stages=["02_vae"], extra_parameters=extra)
 
 
+@needs_kang
 def test_a_config_field_passed_with_p_reaches_the_config():
     config = only_config(runner.plan("quick", stages=["02_vae"], extra_parameters={"dropout": 0.5}))
     assert config.dropout == 0.5
 
 
+@needs_kang
 def test_an_explicit_held_out_type_or_seed_replaces_that_axis_of_the_grid():
     jobs = runner.plan("full", stages=["02_vae", "05_scgen"],
                        extra_parameters={"held_out_cell_type": "NK", "seed": 4})
@@ -114,6 +119,7 @@ def test_an_explicit_held_out_type_or_seed_replaces_that_axis_of_the_grid():
     assert jobs[1].parameters["held_out_cell_types"] == ["NK"]
 
 
+@needs_kang
 def test_a_relative_dataset_path_is_read_from_the_callers_folder(tmp_path):
     from scgen_ablation.paths import SHARED_DATA
     (tmp_path / "my.h5ad").symlink_to(SHARED_DATA / "kang_pbmc_scgen.h5ad")
@@ -145,6 +151,7 @@ def test_stage_files_are_checked_against_their_schema(tmp_path, text, message):
     ({"stage_parameters": {"02_vae": {"kl_weigths": [1]}}}, "'kl_weigths' is neither"),
     ({"parameters": {"epochz": 1}}, r"parameters: \['epochz'\] is neither"),
 ])
+@needs_kang
 def test_profiles_are_checked_against_their_schema(tmp_path, profile, message):
     path = tmp_path / "profiles.yaml"
     path.write_text(yaml.safe_dump({"p": {"stages": ["02_vae"], **profile}}))
@@ -155,6 +162,7 @@ def test_profiles_are_checked_against_their_schema(tmp_path, profile, message):
     assert code == 2 and not (tmp_path / "store").exists()  # refused before any run
 
 
+@needs_kang
 def test_an_out_folder_that_is_a_file_is_refused_before_any_run(tmp_path):
     (tmp_path / "somefile").write_text("")
     code = runner.main(["--stages", "02_vae", "--out", str(tmp_path / "somefile"),
