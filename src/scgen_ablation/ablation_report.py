@@ -473,6 +473,20 @@ def datasets_block(everything: pd.DataFrame, metric: str) -> str:
         "dataset; —: not in the record yet.")
 
 
+def cost_block(everything: pd.DataFrame) -> str:
+    """What each dataset's rows cost: unique trainings, their summed training time, per device."""
+    trained = everything.dropna(subset=["train_seconds"]).drop_duplicates("training_key")
+    table = trained.groupby(["dataset", "device"]).agg(
+        trainings=("training_key", "size"), hours=("train_seconds", lambda s: s.sum() / 3600),
+        seconds_each=("train_seconds", "median"))
+    rows = everything.groupby("dataset").size().rename("rows in the record")
+    table = table.reset_index().merge(rows.reset_index(), on="dataset")
+    return table.round({"hours": 1, "seconds_each": 0}).to_markdown(index=False) + (
+        "\n\nTrainings: unique training keys with a recorded time (rows the study imported "
+        "carry none); hours: their training time summed (wall time is less where several "
+        "ran at once); seconds_each: the median.")
+
+
 def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
     """docs/datasets.md's verdicts: per dataset, rule and R², the mean paired difference
     (candidate − baseline, same type and seed), the margin (½ the baseline's seed sd pooled
@@ -547,6 +561,7 @@ def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> in
     verdicts = rule_verdicts(everything)
     verdicts.to_csv(VERDICTS, index=False)
     blocks["ablation-datasets-rules"] = verdicts_block(verdicts)
+    blocks["ablation-datasets-cost"] = cost_block(everything)
     for metric in DATASET_METRICS:
         blocks[f"ablation-datasets-{metric}"] = datasets_block(everything, metric)
     for name, block in blocks.items():
