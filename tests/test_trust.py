@@ -353,3 +353,26 @@ def test_the_store_lists_and_prunes_by_age_and_by_record(on_disk, training_store
     assert training_store.keys() == {kept}
     trainings.main(["prune", "--store", str(training_store.root), "--older-than", "1", "--yes"])
     assert training_store.keys() == {kept}  # made today
+
+
+def test_pruning_by_a_file_that_is_not_a_record_deletes_nothing(on_disk, training_store, tmp_path):
+    experiment.run(on_disk, tiny(), store=training_store, progress=False)
+    other = tmp_path / "other.csv"
+    pd.DataFrame([{"key": "x"}]).to_csv(other, index=False)
+    with pytest.raises(SystemExit):
+        trainings.main(["prune", "--store", str(training_store.root), "--unused-by", str(other),
+                        "--yes"])
+    assert len(training_store.keys()) == 1
+
+
+def test_a_stage_pick_that_is_not_one_of_its_variants_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "stages"
+    folder.mkdir()
+    for path in stages.stage_files().values():
+        (folder / path.name).write_text(path.read_text())
+    text = (folder / "03_kl_weighting.yaml").read_text().replace('pick: "kl_weight=5e-05"',
+                                                                  'pick: "kl_weight=5e-5"')
+    (folder / "03_kl_weighting.yaml").write_text(text)
+    monkeypatch.setattr(stages, "STAGES_DIR", folder)
+    with pytest.raises(stages.StageError, match="pick 'kl_weight=5e-5' is not one of its variants"):
+        stages.load_stage("03_kl_weighting")

@@ -280,7 +280,10 @@ def to_mlflow(table: pd.DataFrame, uri: str | None = None) -> int:
         experiment_id = tracking.setup(uri, str(dataset))
         logged = tracking.retry(client.search_runs, [experiment_id], "tags.source = 'record'",
                                 max_results=50000)
-        have = {run.data.tags.get("record_key") for run in logged}
+        for run in logged:  # one an interrupted load left unfinished is made again
+            if run.info.status != "FINISHED":
+                tracking.retry(client.delete_run, run.info.run_id)
+        have = {run.data.tags.get("record_key") for run in logged if run.info.status == "FINISHED"}
         sha = DATASETS[dataset].sha256 if dataset in DATASETS else ""
         for row in rows.to_dict("records"):
             if row.get("status", "ok") != "ok":

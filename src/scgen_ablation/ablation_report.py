@@ -507,10 +507,12 @@ def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
                 seed_sd = np.sqrt(pair[1][metric].groupby(level=0).var().mean())
                 margin = -0.5 * seed_sd / (1 if dataset == PICKED_ON else picked_from)
                 difference = (new - old).mean()
+                passed = ("undetermined (one seed per type so far)" if np.isnan(margin)
+                          else "yes" if difference >= margin else "no")
                 rows.append({"dataset": dataset, "rule": rule, "metric": metric,
                              "runs": len(shared), "types": shared.get_level_values(0).nunique(),
                              "mean_difference": round(difference, 4),
-                             "margin": round(margin, 4), "passed": bool(difference >= margin)})
+                             "margin": round(margin, 4), "passed": passed})
     return pd.DataFrame(rows)
 
 
@@ -518,18 +520,16 @@ def verdicts_block(verdicts: pd.DataFrame) -> str:
     if verdicts.empty:
         return "(no dataset has both rows of a rule yet)"
     shown = verdicts.assign(metric=verdicts["metric"].map(SHORT),
-                            passed=verdicts["passed"].map({True: "yes", False: "**no**"}))
+                            passed=verdicts["passed"].replace({"no": "**no**"}))
     table = shown.to_markdown(index=False, floatfmt=".4f")
-    overall = verdicts.groupby(["rule", "dataset"])["passed"].all().unstack()
     lines = []
-    for rule, by_dataset in overall.iterrows():
-        judged = by_dataset.dropna()
-        failed = [d for d, ok in judged.items() if not ok]
-        lines.append(f"- **{rule}**: " + ("passes on every dataset judged so far ("
-                                           + ", ".join(judged.index) + ")" if not failed else
-                                           "fails on " + ", ".join(failed)
-                                           + (f"; passes on {', '.join(d for d in judged.index if d not in failed)}"
-                                              if len(failed) < len(judged) else "")))
+    for rule, rows in verdicts.groupby("rule", sort=False):
+        outcome = {dataset: ("fails" if (group["passed"] == "no").any() else
+                             "passes" if (group["passed"] == "yes").all() else "undetermined")
+                   for dataset, group in rows.groupby("dataset")}
+        said = [f"{word} on {', '.join(d for d, o in outcome.items() if o == word)}"
+                for word in ("fails", "passes", "undetermined") if word in outcome.values()]
+        lines.append(f"- **{rule}**: " + "; ".join(said))
     return table + "\n\n" + "\n".join(lines)
 
 
@@ -559,7 +559,7 @@ def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> in
               "ablation-recommended": recommended_block(table),
               "ablation-flush": flush_block(table)}
     verdicts = rule_verdicts(everything)
-    verdicts.to_csv(VERDICTS, index=False)
+    verdicts.to_csv(Path(csv).with_name(VERDICTS.name), index=False)  # beside the record
     blocks["ablation-datasets-rules"] = verdicts_block(verdicts)
     blocks["ablation-datasets-cost"] = cost_block(everything)
     for metric in DATASET_METRICS:

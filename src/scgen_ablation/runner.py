@@ -1159,6 +1159,9 @@ def main(argv: list[str] | None = None) -> int:
             run_jobs(jobs, uri=uri, experiment=experiment, jobs_in_parallel=parallel,
                      force=args.force, out_dir=out_dir, profile=args.profile,
                      processes=processes, job_uri=job_uri)
+        except tracking.StoreLocked as error:
+            print(f"runner: {error}", file=sys.stderr)
+            return 2
         except (KeyboardInterrupt, Stop) as error:
             print(f"[runner] stopped ({error or 'SIGINT'}); runs that had started are closed "
                   "KILLED, the rest did not start; run the same command to resume",

@@ -83,6 +83,9 @@ def load_stage(name: str, folder: Path | None = None) -> dict:
             except (KeyError, ValueError, TypeError) as error:
                 where_in = f"variants.{group}.{variant}" if group else f"variants.{variant}"
                 raise StageError(f"{where}: {where_in}: {error}") from None
+    names = [v for variants in stage["variant_groups"].values() for v in variants]
+    if "pick" in stage and stage["pick"] not in names:
+        raise StageError(f"{where}: pick {stage['pick']!r} is not one of its variants {names}")
     stage["name"] = name
     return stage
 

@@ -86,6 +86,8 @@ class TrainingStore:
         except OSError:
             if not self.root.is_dir():
                 raise
+            handle = None  # read-only: yielded below, outside this handler
+        if handle is None:
             yield
             return
         with handle:

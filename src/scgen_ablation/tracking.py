@@ -92,7 +92,7 @@ def retry(call: Callable[..., T], *args, attempts: int = 20, **kwargs) -> T:
                     f"the MLflow store {mlflow.get_tracking_uri()} stayed locked through "
                     f"{attempts} tries: another process holds a write lock on its SQLite "
                     "database (a sqlite3 shell, a stuck process); close it, then run again"
-                ) from None
+                ) from error
             time.sleep(0.1 * (attempt + 1) + random.random() * 0.2)
     raise AssertionError("unreachable")
 

@@ -80,9 +80,14 @@ def main(argv=None) -> int:
         used = set()
         for record in args.unused_by:
             with open(record, newline="") as handle:
-                used |= {row.get("training_key") for row in csv.DictReader(handle)}
+                reader = csv.DictReader(handle)
+                if "training_key" not in (reader.fieldnames or []):
+                    parser.error(f"{record} has no training_key column: it is not a record; "
+                                 "nothing pruned")
+                used |= {row["training_key"] for row in reader}
         doomed = [r for r in doomed if r["key"] not in used]
-    paths = [store.path(r["key"]) for r in doomed] if (args.older_than or args.unused_by) else []
+    chosen = args.older_than is not None or args.unused_by is not None
+    paths = [store.path(r["key"]) for r in doomed] if chosen else []
     if args.bad:
         paths += sorted(store.root.glob("*.pt.bad-*")) if store.root.is_dir() else []
     size = sum(p.stat().st_size for p in paths) / 1e6
