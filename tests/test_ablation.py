@@ -146,7 +146,9 @@ def test_executed_notebooks_show_no_warnings_and_their_figures(ablation_store):
 def test_runner_isolates_a_failing_notebook(tmp_path, capsys):
     profiles = write_profiles(
         tmp_path, stages=["01_autoencoder", "02_vae", "00_data"],
-        stage_parameters={"02_vae": {"overrides": {"held_out_cell_type": "Platelet"}}})
+        # a failure no plan can foresee: the training diverges inside the notebook (a held-out
+        # type not in the data is refused by the runner before any run, tests/test_trust.py)
+        stage_parameters={"02_vae": {"overrides": {"learning_rate": 1.0e12}}})
     uri = tracking.store_uri(tmp_path / "mlruns")
     code = runner.main(["--profiles", str(profiles), "--profile", "tiny",
                         "--tracking-uri", uri, "--out", str(tmp_path / "runs")])
@@ -160,9 +162,9 @@ def test_runner_isolates_a_failing_notebook(tmp_path, capsys):
     failed = runs["02_vae"].info.run_id
     assert sorted(a.path for a in client.list_artifacts(failed, "notebook")) == [
         "notebook/02_vae-CD4T-0.html", "notebook/02_vae-CD4T-0.ipynb"]
-    assert "Platelet" in runs["02_vae"].data.tags["error"]
+    assert "FloatingPointError" in runs["02_vae"].data.tags["error"]
     executed = json.loads((tmp_path / "runs" / "02_vae" / "02_vae-CD4T-0.ipynb").read_text())
-    assert "Platelet" in json.dumps(executed)  # the error is in the executed notebook
+    assert "training loss became" in json.dumps(executed)  # the error is in the executed notebook
     out = capsys.readouterr().out
     assert "FAILED" in out and "1 failed" in out
 

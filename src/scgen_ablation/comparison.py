@@ -142,3 +142,20 @@ def reference_table(path: str | Path = REFERENCE_RESULTS) -> pd.DataFrame:
             lambda e: "/".join(map(str, sorted(set(e)))) + " (early-stopped)")
         out = out.merge(epochs.rename("epochs").reset_index(), on="cell_type")
     return out
+
+
+def epochs_trained(per_type: pd.DataFrame, methods) -> str:
+    """How many epochs each method trained, in a line for a figure: "05_scgen: 8;
+    reference scGen: 28–44 (early-stopped)" (the range over types and seeds)."""
+    import re
+
+    said = []
+    for method in methods:
+        text = " ".join(per_type.loc[per_type["method"] == method, "epochs"].astype(str)) \
+            if "epochs" in per_type else ""
+        numbers = sorted({int(n) for n in re.findall(r"\d+", text)})
+        span = ("?" if not numbers else str(numbers[0]) if len(numbers) == 1
+                else f"{numbers[0]}–{numbers[-1]}")
+        said.append(f"{method}: {span}" + (" (early-stopped)" if "early" in text else ""))
+    return "; ".join(said)
+
