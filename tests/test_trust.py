@@ -206,17 +206,24 @@ def test_a_profile_without_seeds_is_refused_before_any_store_is_made(tmp_path, c
     assert not (tmp_path / "s").exists()
 
 
-def test_a_misspelt_variant_key_names_its_own_variant(tmp_path, monkeypatch):
+@pytest.fixture
+def stage_copy(tmp_path, monkeypatch):
+    """A copy of the stage files that the stages module reads instead of ablation/stages."""
     folder = tmp_path / "stages"
     folder.mkdir()
     for path in stages.stage_files().values():
         (folder / path.name).write_text(path.read_text())
+    monkeypatch.setattr(stages, "STAGES_DIR", folder)
+    return folder
+
+
+def test_a_misspelt_variant_key_names_its_own_variant(stage_copy):
+    folder = stage_copy
     beyond = yaml.safe_load((folder / "07_beyond.yaml").read_text())
     first, *rest = beyond["variants"]
     last = rest[-1]
     beyond["variants"][last] = {**(beyond["variants"][last] or {}), "delta_metod": "ridge"}
     (folder / "07_beyond.yaml").write_text(yaml.safe_dump(beyond, sort_keys=False))
-    monkeypatch.setattr(stages, "STAGES_DIR", folder)
     with pytest.raises(stages.StageError, match=rf"variants\.{last}: unknown config field.*"
                                                 r"delta_metod"):
         stages.load_stage("07_beyond")
@@ -365,14 +372,10 @@ def test_pruning_by_a_file_that_is_not_a_record_deletes_nothing(on_disk, trainin
     assert len(training_store.keys()) == 1
 
 
-def test_a_stage_pick_that_is_not_one_of_its_variants_is_refused(tmp_path, monkeypatch):
-    folder = tmp_path / "stages"
-    folder.mkdir()
-    for path in stages.stage_files().values():
-        (folder / path.name).write_text(path.read_text())
+def test_a_stage_pick_that_is_not_one_of_its_variants_is_refused(stage_copy):
+    folder = stage_copy
     text = (folder / "03_kl_weighting.yaml").read_text().replace('pick: "kl_weight=5e-05"',
                                                                   'pick: "kl_weight=5e-5"')
     (folder / "03_kl_weighting.yaml").write_text(text)
-    monkeypatch.setattr(stages, "STAGES_DIR", folder)
     with pytest.raises(stages.StageError, match="pick 'kl_weight=5e-5' is not one of its variants"):
         stages.load_stage("03_kl_weighting")
