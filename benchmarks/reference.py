@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cell-types", nargs="*", default=CELL_TYPES)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--preset", default="paper", help="our configuration (paper or recommended)")
+    parser.add_argument("--preset", default="paper", help="our configuration (a preset name, e.g. paper)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both")
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@
     python benchmarks/score_by_epoch.py --figure docs/figures/score_by_epoch.png   # plot the CSV
 
 Trains the paper configuration (stage 06's, as the small-data study does; one
-thread; ``--preset recommended`` for that preset's, on the paper's schedule as the
+thread; ``--preset kang_picks`` for that preset's, on the paper's schedule as the
 study trained it) once, keeping a checkpoint every ``--every`` epochs, then scores each
 checkpoint as the study scores a model (R², the paper's prediction) and
 appends one row per checkpoint to ``benchmarks/results/score_by_epoch.csv``:

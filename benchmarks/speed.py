@@ -2,7 +2,7 @@
 
     python benchmarks/speed.py [--epochs 5] [--batch-size 32] [--threads N] [--device cuda]
 
-Trains the ``paper`` and the ``recommended`` preset, in the same run, on every
+Trains the ``paper`` and the ``kang_picks`` preset, in the same run, on every
 cell of kang_pbmc_scgen.h5ad (1,975 x 6,998; no validation split, no early
 stopping) and prints seconds per epoch (median of epochs 2 on), next to the
 *floor*, measured in the same process on the same device:
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--presets", nargs="*", default=["paper", "recommended"])
+    parser.add_argument("--presets", nargs="*", default=["paper", "kang_picks"])
     parser.add_argument("--no-flush", action="store_true",
                         help="train without flushing denormals (what training did before)")
     args = parser.parse_args(argv)

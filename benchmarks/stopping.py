@@ -2,7 +2,7 @@
 
     python benchmarks/stopping.py --seeds 0          # the first candidate: train, resumable
     python benchmarks/stopping.py --report           # its verdict
-    python benchmarks/stopping.py --preset recommended [--report]   # the same rule on that preset
+    python benchmarks/stopping.py --preset kang_picks [--report]   # the same rule on that preset
     python benchmarks/stopping.py --set learning_rate 3e-3 --set epochs 40 ... [--report]
 
 The paper configuration stops after 25 epochs without *any* decrease of the
@@ -46,7 +46,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "stopping.csv"
 # each preset's converged runs in the small-data study: (CSV, lever, prediction)
 CONVERGED = {"paper": (RESULTS / "small_data_prediction.csv", "paper", None),
-             "recommended": (RESULTS / "small_data_training.csv", "ReLU output",
+             "kang_picks": (RESULTS / "small_data_training.csv", "ReLU output",
                              "paired delta + residual decoding")}
 R2 = ["r2_mean_all", "r2_mean_top100", "r2_var_all", "r2_var_top100"]
 

@@ -228,8 +228,8 @@ def test_mlflow_server_on_loopback_serves_the_runners_runs(mlflow_server):
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
         assert {"stage", "stage_name", "variant", "held_out_cell_type", "seed"} <= set(tags)
         assert tags["variant"], run["info"]["run_name"]
-        assert run["info"]["run_name"] == "-".join(
-            (tags["stage_name"], tags["variant"], tags["held_out_cell_type"], tags["seed"]))
+        assert run["info"]["run_name"] == tracking.result_name(
+            tags["stage_name"], tags["variant"], tags["held_out_cell_type"], tags["seed"])
     # every top-level run of a scored stage carries the summary under the same names,
     # and says what it covers; a parent that sweeps a field does not claim one value of it
     top = call("runs/search", {"experiment_ids": [experiment["experiment_id"]],

@@ -16,8 +16,8 @@ def test_speed_benchmark_runs_and_reports_the_floor():
     for label in ("s/epoch", "matmuls", "adam", "floor", "ratio", "peak memory"):
         assert label in done.stdout
     rows = [line.split() for line in done.stdout.splitlines()
-            if line.startswith(("paper ", "recommended "))]
-    assert [row[0] for row in rows] == ["paper", "recommended"]  # both presets, one run
+            if line.startswith(("paper ", "kang_picks "))]
+    assert [row[0] for row in rows] == ["paper", "kang_picks"]  # both presets, one run
     for row in rows:  # s/epoch, matmuls, adam, floor: the floor is their sum
         assert abs(float(row[2]) + float(row[3]) - float(row[4])) < 2e-3
 
@@ -66,21 +66,21 @@ def test_the_stopping_verdict_holds_the_rule_it_states():
     assert not stopping.verdict(candidate().iloc[1:], converged, reference)[2]  # a run missing
 
 
-def test_the_recommended_schedule_is_a_candidate_whose_committed_verdict_passed():
+def test_the_kang_picks_schedule_is_a_candidate_whose_committed_verdict_passed():
     # a default may change only on a passed verdict: the committed runs must show it
     import importlib.util
 
     import pandas as pd
 
-    from scgen_ablation.config import PRESETS, RECOMMENDED_SCHEDULE
+    from scgen_ablation.config import PRESETS, KANG_SCHEDULE
     from scgen_ablation.paths import REFERENCE_RESULTS
 
     spec = importlib.util.spec_from_file_location("stopping", ROOT / "benchmarks" / "stopping.py")
     stopping = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stopping)
-    assert RECOMMENDED_SCHEDULE.items() <= PRESETS["recommended"].items()
+    assert KANG_SCHEDULE.items() <= PRESETS["kang_picks"].items()
     runs = pd.read_csv(stopping.OUT)
-    runs = runs[runs["rule"] == stopping.rule_name(RECOMMENDED_SCHEDULE, "recommended")]
+    runs = runs[runs["rule"] == stopping.rule_name(KANG_SCHEDULE, "kang_picks")]
     per_type, per_metric, passed = stopping.verdict(
-        runs, stopping.converged_runs("recommended"), pd.read_csv(REFERENCE_RESULTS))
+        runs, stopping.converged_runs("kang_picks"), pd.read_csv(REFERENCE_RESULTS))
     assert len(runs) == 21 and passed, (per_type, per_metric)

@@ -197,6 +197,44 @@ def test_the_dataset_verdicts_are_what_the_committed_record_says():
     pd.testing.assert_frame_equal(recomputed.reset_index(drop=True), committed, check_dtype=False)
 
 
+def test_the_docs_and_figures_are_drawn_from_the_committed_record(tmp_path):
+    """Every generated block and figure of the record's report, byte for byte (the README
+    names the command; the per-dataset tables included)."""
+    import subprocess
+    import sys
+
+    root = ablation_record.PROJECT_ROOT
+    copies = []
+    for name in ablation_record.REPORTED_DOCS:
+        copies.append(tmp_path / name.replace("/", "_"))
+        copies[-1].write_text((root / name).read_text())
+    figures = tmp_path / "figures"
+    done = subprocess.run([sys.executable, "-m", "scgen_ablation.ablation_record", "--report",
+                           "--figures", str(figures), "--doc", *map(str, copies)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    command = "python -m scgen_ablation.ablation_record --report"
+    for name, copy in zip(ablation_record.REPORTED_DOCS, copies):
+        assert copy.read_text() == (root / name).read_text(), f"{name} is stale: run {command}"
+    drawn = sorted(figures.glob("*.png"))
+    assert drawn
+    for figure in drawn:
+        assert figure.read_bytes() == (root / "docs" / "figures" / figure.name).read_bytes(), \
+            f"docs/figures/{figure.name} is stale: run {command}"
+
+
+def test_result_run_names_are_short_and_tell_every_recorded_row_apart():
+    from scgen_ablation import ablation_report, tracking
+
+    table = ablation_report.load(ablation_record.RECORD)
+    names = [tracking.result_name(*row) for row in table[
+        ["stage", "variant", "held_out_cell_type", "seed"]].itertuples(index=False)]
+    table = table.assign(name=names)
+    assert (table.groupby("dataset")["name"].nunique() == table.groupby("dataset").size()).all()
+    assert tracking.result_name("07_beyond", "PCA · per-cell transport", "CD4T", 0) == \
+        "07 PCA transport · CD4T · 0"
+
+
 def test_the_record_loads_into_mlflow_once_as_result_runs_the_comparison_leaves_out(tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -213,7 +251,14 @@ def test_the_record_loads_into_mlflow_once_as_result_runs_the_comparison_leaves_
                               "tags.source = 'record'")
     first = sample.iloc[0]
     named = {r.info.run_name: r for r in runs}
-    run = named[f"{first['stage']}-{first['variant']}-{first['held_out_cell_type']}-{first['seed']}"]
+    run = named[tracking.result_name(first["stage"], first["variant"],
+                                     first["held_out_cell_type"], first["seed"])]
     assert run.info.status == "FINISHED" and run.data.tags["device"] == str(first["device"])
     assert run.data.metrics["r2_mean_all"] == round(first["r2_mean_all"], 4)
     assert comparison.result_runs(tracking.runs_table("kang", uri=uri)).empty
+    # a row the record no longer holds (remade by another training, renamed) leaves the UI
+    renamed = sample.assign(variant=sample["variant"].where(sample.index != sample.index[0], "x"))
+    assert ablation_record.to_mlflow(renamed, uri) == 1
+    runs = client.search_runs([client.get_experiment_by_name("kang").experiment_id],
+                              "tags.source = 'record'")
+    assert len(runs) == 5 and run.info.run_id not in {r.info.run_id for r in runs}

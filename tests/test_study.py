@@ -117,7 +117,7 @@ def test_an_unknown_training_lever_is_named():
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
-def test_the_recommended_preset_is_what_the_rule_picks_from_the_committed_study():
+def test_the_kang_picks_preset_is_what_the_rule_picks_from_the_committed_study():
     from scgen_ablation.config import PRESETS
 
     scores = pd.read_csv(RESULTS / "small_data_prediction.csv")
@@ -125,14 +125,31 @@ def test_the_recommended_preset_is_what_the_rule_picks_from_the_committed_study(
     scores = study.complete_seeds(scores, sorted(scores["cell_type"].unique()))
     assert scores["cell_type"].nunique() == 7 and scores["seed"].nunique() >= 2
     pick = study.recommend(scores, pd.read_csv(RESULTS / "small_data_training.csv"))
-    assert pick.changes == picked_part(PRESETS["recommended"])
+    assert pick.changes == picked_part(PRESETS["kang_picks"])
 
 
 def picked_part(changes: dict) -> dict:
-    """The recommended preset less its training schedule (the stopping benchmark's pick)."""
-    from scgen_ablation.config import RECOMMENDED_SCHEDULE
+    """A preset less its training schedule (the stopping benchmark's pick)."""
+    from scgen_ablation.config import KANG_SCHEDULE
 
-    return {k: v for k, v in changes.items() if k not in RECOMMENDED_SCHEDULE}
+    return {k: v for k, v in changes.items() if k not in KANG_SCHEDULE}
+
+
+def test_the_recommended_preset_keeps_the_kang_picks_that_passed_on_every_dataset():
+    """docs/datasets.md: a Kang pick is kept only where its committed verdict passes on
+    every dataset judged, and the preset holds nothing else."""
+    from scgen_ablation.config import KANG_SCHEDULE, KANG_STEP_1, PRESETS
+
+    verdicts = pd.read_csv(RESULTS / "dataset_verdicts.csv")
+    judged = {"step 1 (prediction)": KANG_STEP_1,  # each rule: the preset changes it judges
+              "steps 2 + 3 (ReLU, schedule)": {"output_activation": "relu", **KANG_SCHEDULE}}
+    assert set(verdicts["rule"]) >= set(judged) and verdicts["dataset"].nunique() >= 2
+    kept = {}
+    for rule, changes in judged.items():
+        if (verdicts.loc[verdicts["rule"] == rule, "passed"] == "yes").all():
+            kept.update(changes)
+    assert PRESETS["recommended"] == kept
+    assert kept.items() <= PRESETS["kang_picks"].items()
 
 
 def test_a_tie_goes_to_the_status_quo():
@@ -171,8 +188,8 @@ def test_small_data_report_is_drawn_from_the_committed_study(tmp_path):
     assert docs["README.md"].count("<!-- report: ") - docs["README.md"].count(
         "<!-- report: ablation-") == 2  # the study's two; the ablation record's are its own
     assert "Step 1 picks: paired delta + residual decoding" in done.stdout
-    picked = done.stdout.split("## Recommended = ")[1].split("\n")[0]
-    for key, value in picked_part(PRESETS["recommended"]).items():  # what the report picks
+    picked = done.stdout.split("## Kang picks = ")[1].split("\n")[0]
+    for key, value in picked_part(PRESETS["kang_picks"]).items():  # what the report picks
         assert f"'{key}': {value!r}" in picked
     assert "## The goal, per held-out type" in done.stdout
     drawn = sorted(p.name for p in tmp_path.glob("small_data_*.png"))

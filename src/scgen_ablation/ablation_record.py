@@ -35,6 +35,9 @@ from .paths import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 RECORD = RESULTS_DIR / "ablation_full.csv"
+# the docs whose generated blocks the record's report writes (--report alone rewrites them all)
+REPORTED_DOCS = ("docs/ablation.md", "docs/metrics.md", "docs/datasets.md", "docs/beyond.md",
+                 "README.md")
 META = ["training_key", "device", "status", "error", "train_seconds", "epochs_run", "best_epoch",
         "reused", "source"]
 
@@ -240,7 +243,8 @@ def log_rows(rows: list[dict], items: dict, experiment: str | None,
     with lock:
         for row in rows:
             item = items.get(tuple(row[k] for k in KEY))
-            name = "-".join(str(row[k]) for k in KEY if k != "dataset")
+            name = tracking.result_name(row["stage"], row["variant"], row["held_out_cell_type"],
+                                        row["seed"])
             tracking.start(experiment=experiment or str(row["dataset"]), run_name=name, tags={
                 "stage": str(row["stage"])[:2], "stage_name": row["stage"],
                 "variant": row["variant"], "level": "result", "source": "ablation_record",
@@ -256,9 +260,15 @@ def log_rows(rows: list[dict], items: dict, experiment: str | None,
             tracking.finish()
 
 
+def record_key(row: dict) -> str:
+    """A record row's identity in MLflow: its key and the training that made it."""
+    return "|".join(str(row[k]) for k in KEY) + f"|{row['training_key']}"
+
+
 def to_mlflow(table: pd.DataFrame, uri: str | None = None) -> int:
     """Each scored row of the record as a FINISHED result run in its dataset's experiment,
-    once (tag ``record_key``: a rerun adds only rows it has not logged); returns how many.
+    once (tag ``record_key``: a rerun adds only rows it has not logged, and deletes the
+    runs of rows the record no longer holds); returns how many it added.
 
     The runs are named like the notebooks' result runs and tagged ``source=record``
     with the row's device and origin, so the MLflow UI compares the converged
@@ -283,12 +293,18 @@ def to_mlflow(table: pd.DataFrame, uri: str | None = None) -> int:
         for run in logged:  # one an interrupted load left unfinished is made again
             if run.info.status != "FINISHED":
                 tracking.retry(client.delete_run, run.info.run_id)
-        have = {run.data.tags.get("record_key") for run in logged if run.info.status == "FINISHED"}
-        sha = DATASETS[dataset].sha256 if dataset in DATASETS else ""
-        for row in rows.to_dict("records"):
-            if row.get("status", "ok") != "ok":
+        keys = {record_key(row): row for row in rows.to_dict("records")
+                if row.get("status", "ok") == "ok"}
+        have = set()
+        for run in logged:
+            if run.info.status != "FINISHED":
                 continue
-            key = "|".join(str(row[k]) for k in KEY) + f"|{row['training_key']}"
+            if run.data.tags.get("record_key") in keys:
+                have.add(run.data.tags["record_key"])
+            else:  # a row the record no longer holds (remade, or renamed): the UI follows it
+                tracking.retry(client.delete_run, run.info.run_id)
+        sha = DATASETS[dataset].sha256 if dataset in DATASETS else ""
+        for key, row in keys.items():
             if key in have:
                 continue
             tags = {"level": "result", "source": "record", "record_key": key,
@@ -299,8 +315,9 @@ def to_mlflow(table: pd.DataFrame, uri: str | None = None) -> int:
                     "training_key": row["training_key"], "device": str(row.get("device", "")),
                     "data_sha256": sha}
             run = tracking.retry(client.create_run, experiment_id, tags=tags,
-                                 run_name=f"{row['stage']}-{row['variant']}-"
-                                          f"{row['held_out_cell_type']}-{row['seed']}")
+                                 run_name=tracking.result_name(
+                                     row["stage"], row["variant"], row["held_out_cell_type"],
+                                     row["seed"]))
             now = int(clock.time() * 1000)
             metrics = [Metric(k, round(float(v), 4), now, 0) for k, v in row.items()
                        if k not in KEY and k not in META and isinstance(v, (int, float))
@@ -354,8 +371,9 @@ def main(argv=None) -> int:
     parser.add_argument("--report", action="store_true",
                         help="train nothing: tables and figures from the CSV")
     parser.add_argument("--figures", type=Path, default=PROJECT_ROOT / "docs" / "figures")
-    parser.add_argument("--doc", type=Path, nargs="*", default=(),
-                        help="with --report: rewrite these markdown files' generated blocks")
+    parser.add_argument("--doc", type=Path, nargs="*", default=None,
+                        help="with --report: rewrite these markdown files' generated blocks "
+                             "(default: every doc that holds them, REPORTED_DOCS)")
     args = parser.parse_args(argv)
     if args.store is not None:
         from .store import ENVIRONMENT_VARIABLE
@@ -363,7 +381,8 @@ def main(argv=None) -> int:
     if args.report:
         from .ablation_report import write_report
         from .tracking import experiment_for
-        return write_report(args.out, args.figures, args.doc,
+        docs = [PROJECT_ROOT / name for name in REPORTED_DOCS] if args.doc is None else args.doc
+        return write_report(args.out, args.figures, docs,
                             dataset=experiment_for(args.dataset or "kang"))
 
     record = Record(args.out)

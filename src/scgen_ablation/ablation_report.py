@@ -179,20 +179,20 @@ def rules_block(table: pd.DataFrame) -> str:
                       ""] + lines[1:])
 
 
-def recommended_block(table: pd.DataFrame) -> str:
-    """The `recommended` preset (stage 05 with -p preset_name recommended) per held-out type
+def kang_picks_block(table: pd.DataFrame) -> str:
+    """The `kang_picks` preset (stage 05 with -p preset_name kang_picks) per held-out type
     under the field's metrics, beside the baselines (mean over the seeds recorded)."""
     rows = scored(table)
-    rows = rows[(rows["stage"] == "05_scgen") & (rows["variant"] == "recommended")]
+    rows = rows[(rows["stage"] == "05_scgen") & (rows["variant"] == "kang_picks")]
     if rows.empty:
-        return "(no `recommended` rows in the record yet)"
+        return "(no `kang_picks` rows in the record yet)"
     per_type = rows.groupby("held_out_cell_type").mean(numeric_only=True)
     out = pd.DataFrame({
-        "r of change, recommended": per_type["pcc_delta_top100"],
+        "r of change, kang_picks": per_type["pcc_delta_top100"],
         "r of change, best baseline": per_type[[f"{b}_pcc_delta_top100" for b in BASELINES]].max(1),
-        "DEGs found, recommended": per_type["deg_overlap_top100"],
+        "DEGs found, kang_picks": per_type["deg_overlap_top100"],
         "DEGs found, PCA arithmetic": per_type["pca_arith_deg_overlap_top100"],
-        "E-distance, recommended": per_type["edistance"],
+        "E-distance, kang_picks": per_type["edistance"],
         "E-distance, gene-space arithmetic": per_type["gene_arith_edistance"]})
     seeds = ", ".join(map(str, sorted(rows["seed"].unique())))
     return markdown(out.round(3).rename_axis("held-out type")) + (
@@ -220,20 +220,20 @@ def same_runs_difference(record_rows: pd.DataFrame, study: pd.DataFrame, label: 
     return out.round(digits), len(shared)
 
 
-# the recommended preset's rows made before its schedule changed (batch 32, 100 epochs)
-RECOMMENDED_ON_PAPER_SCHEDULE = "recommended (paper schedule)"
+# the kang_picks preset's rows made before its schedule changed (batch 32, 100 epochs)
+KANG_PICKS_ON_PAPER_SCHEDULE = "kang_picks (paper schedule)"
 
 
 def flush_block(table: pd.DataFrame, study_csv: Path | None = None) -> str:
-    """The `recommended` preset on the paper's schedule, trained on the CPU with denormals
+    """The `kang_picks` preset on the paper's schedule, trained on the CPU with denormals
     flushed (the record) against the same seed trained before the flush (the study's
     record), per type, next to the study's sd over seeds."""
     study_csv = study_csv or STUDY_RESULTS / "small_data_training.csv"
     rows = scored(table)
-    now = rows[(rows["stage"] == "05_scgen") & (rows["variant"] == RECOMMENDED_ON_PAPER_SCHEDULE)
+    now = rows[(rows["stage"] == "05_scgen") & (rows["variant"] == KANG_PICKS_ON_PAPER_SCHEDULE)
                & (rows["device"] == "cpu")]
     if now.empty or not study_csv.exists():
-        return "(no CPU `recommended` rows in the record yet)"
+        return "(no CPU `kang_picks` rows in the record yet)"
     study = pd.read_csv(study_csv)
     study = study[(study["lever"] == "ReLU output")
                   & (study["prediction"] == "paired delta + residual decoding")]
@@ -426,7 +426,8 @@ COMPONENTS = {
     ("03_kl_weighting", "kl_weight=5e-05"): "03 β = 5e-5",
     ("05_scgen", "paper"): "05 + balanced δ (scGen)",
     ("06_small_data", "paired delta + residual decoding"): "06 step 1: paired δ, residual",
-    ("05_scgen", "recommended"): "05 recommended preset",
+    ("05_scgen", "recommended"): "05 recommended preset (step 1)",
+    ("05_scgen", "kang_picks"): "05 kang_picks: + ReLU, 40 epochs",
     ("07_beyond", "PCA · per-cell transport"): "07 PCA · per-cell transport (no model)",
 }
 GENE_ARITHMETIC = "gene-space arithmetic"
@@ -439,7 +440,7 @@ PICKED_ON = "kang"
 DATASET_RULES = (
     ("step 1 (prediction)", ("06_small_data", "paired delta + residual decoding"),
      ("06_small_data", "paper"), 7),
-    ("steps 2 + 3 (ReLU, schedule)", ("05_scgen", "recommended"),
+    ("steps 2 + 3 (ReLU, schedule)", ("05_scgen", "kang_picks"),
      ("06_small_data", "paired delta + residual decoding"), 13),
     ("stage 07's winner", ("07_beyond", "per-cell transport"), ("07_beyond", "scGen delta"), 8),
 )
@@ -556,7 +557,7 @@ def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> in
               "ablation-beyond-per-type": beyond_per_type_block(table),
               "ablation-beyond-goal": beyond_goal_block(table),
               "ablation-beyond-rule": beyond_rule_block(table),
-              "ablation-recommended": recommended_block(table),
+              "ablation-kang-picks": kang_picks_block(table),
               "ablation-flush": flush_block(table)}
     verdicts = rule_verdicts(everything)
     verdicts.to_csv(Path(csv).with_name(VERDICTS.name), index=False)  # beside the record

@@ -25,7 +25,8 @@ on top of step 1's pick and ranks them, with "no training lever" as a
 candidate, by the same rule on the runs every candidate has
 (`training_candidates`: the seeds on which every lever covers every cell
 type; seed 0 alone while the other seeds had not been run for every lever,
-the screen).  The recommended preset is both steps' picks.
+the screen).  The ``kang_picks`` preset is both steps' picks (config.PRESETS);
+``recommended`` keeps those of its steps that hold on every dataset (docs/datasets.md).
 """
 from __future__ import annotations
 
@@ -237,7 +238,7 @@ def log_rows(rows: list[dict], config: ScGenConfig) -> None:
         variant = config.replace(held_out_cell_type=row["cell_type"], seed=int(row["seed"]),
                                  **levers.get(row["lever"], {}),
                                  **PREDICTION_LEVERS.get(prediction, {}))
-        with tracking.child(f"06_small_data-{name}-{row['cell_type']}-{row['seed']}", tags={
+        with tracking.child(tracking.result_name("06", name, row["cell_type"], row["seed"]), tags={
                 "stage": "06", "stage_name": "06_small_data", "variant": name,
                 "level": "result", "device": row.get("device", "")}):
             tracking.log_config(variant, str(resolve_path(variant.dataset)))

@@ -47,7 +47,7 @@ def comparison_table(paper: pd.DataFrame, recommended: pd.DataFrame,
                      reference: pd.DataFrame | None = None,
                      metrics=METRICS
                      ) -> pd.DataFrame:
-    """Per cell type: reference, baselines, paper config, recommended; mean and sd over seeds.
+    """Per cell type: reference, baselines, paper config, kang_picks; mean and sd over seeds.
 
     ``paper`` and ``recommended`` are score rows (the baselines come from ``paper``'s).
     """
@@ -57,7 +57,7 @@ def comparison_table(paper: pd.DataFrame, recommended: pd.DataFrame,
         renamed = paper[["cell_type", *columns]].rename(columns=columns)
         parts.append(renamed.assign(method=label)[["method", "cell_type", *metrics]])
     parts.append(paper.assign(method="paper config")[["method", "cell_type", *metrics]])
-    parts.append(recommended.assign(method="recommended")[["method", "cell_type", *metrics]])
+    parts.append(recommended.assign(method="kang_picks")[["method", "cell_type", *metrics]])
     if reference is not None:
         parts.append(reference.assign(method="reference scGen")[["method", "cell_type", *metrics]])
     table = pd.concat(parts, ignore_index=True)
@@ -69,13 +69,13 @@ def comparison_table(paper: pd.DataFrame, recommended: pd.DataFrame,
 
 def comparison_figures(table: pd.DataFrame) -> dict:
     """One bar chart per ranked metric from ``comparison_table``: reference, paper
-    config and recommended per cell type (± sd over seeds), the baselines as lines."""
+    config and kang_picks per cell type (± sd over seeds), the baselines as lines."""
     figures = {}
     for metric in HEADLINE_METRICS:
         wide = table.pivot(index="cell_type", columns="method", values=metric)
         wide = wide.join(table.pivot(index="cell_type", columns="method",
                                      values=f"{metric}_sd").add_suffix("_sd")).reset_index()
-        methods = [m for m in ("reference scGen", "paper config", "recommended") if m in wide]
+        methods = [m for m in ("reference scGen", "paper config", "kang_picks") if m in wide]
         figures[metric] = plots.r2_bars(wide, methods, "cell_type",
                                         f"{metric}, per held-out cell type",
                                         markers={m: m for m in BASELINES.values()})
@@ -152,7 +152,7 @@ def write_report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()
     pick = study.recommend(scores, training)
     recommended = study.complete_seeds(pick.rows, cell_types)
     seeds = sorted(map(int, recommended["seed"].unique()))
-    print(f"## Recommended = {pick.label}: {pick.changes}; seeds {seeds}\n")
+    print(f"## Kang picks = {pick.label}: {pick.changes}; seeds {seeds}\n")
     reference = pd.read_csv(REFERENCE_RESULTS) if REFERENCE_RESULTS.exists() else None
     paper = scores[scores["lever"] == "paper"]
     table = comparison_table(paper, recommended, reference)
@@ -163,10 +163,10 @@ def write_report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()
         cells = wide.round(3).astype(str) + " ± " + sd.round(3).astype(str)
         cells.loc["mean"] = wide.mean().round(3).astype(str)
         parts.append(f"{METRIC_LABELS[metric]}, mean ± sd over seeds:\n\n{cells.to_markdown()}")
-    show("comparison", f"Recommended ({pick.label}) against the reference and the baselines",
+    show("comparison", f"Kang picks ({pick.label}) against the reference and the baselines",
          "\n\n".join(parts))
     goal = goal_table(table)
-    show("goal", "The goal, per held-out type (recommended vs reference / gene-space)",
+    show("goal", "The goal, per held-out type (kang_picks vs reference / gene-space)",
          markdown(goal, index=False))
     show("goal-missed", "Where the goal is missed", missed(goal, table, seeds))
     alone = comparison_table(paper, scores[scores["lever"] == prediction], reference)
@@ -269,13 +269,13 @@ def write_blocks(doc: Path, blocks: dict[str, str], mine=lambda name: not name.s
 
 
 def goal_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per cell type: does the recommended preset reach the reference and gene-space?"""
+    """Per cell type: does the kang_picks preset reach the reference and gene-space?"""
     rows = []
     for cell_type, group in table.groupby("cell_type"):
         values = group.set_index("method")
         row = {"cell_type": cell_type}
         for metric in HEADLINE_METRICS:
-            ours = values.loc["recommended", metric]
+            ours = values.loc["kang_picks", metric]
             bars = [values.loc[m, metric] for m in ("reference scGen", "gene-space arithmetic")
                     if m in values.index]
             row[metric] = f"{ours:.3f} vs {' / '.join(f'{b:.3f}' for b in bars)}: " + (
@@ -288,14 +288,14 @@ def summary_block(table: pd.DataFrame, alone: pd.DataFrame, pick, prediction: st
     """Every method's mean over held-out types (each type's mean over seeds)."""
     means = table.groupby("method")[list(METRIC_LABELS)[:3]].mean()
     means.loc[f"step 1's pick alone ({prediction})"] = (
-        alone[alone["method"] == "recommended"][list(means.columns)].mean())
+        alone[alone["method"] == "kang_picks"][list(means.columns)].mean())
     order = {"control as prediction": "control as prediction",
              "gene-space arithmetic": "gene-space arithmetic",
              "PCA-space arithmetic": "PCA-space arithmetic",
              "reference scGen": "authors' scGen (reference, same split)",
              "paper config": "**this scGen, `paper` preset**",
              f"step 1's pick alone ({prediction})": f"this scGen, step 1's pick alone ({prediction})",
-             "recommended": f"**this scGen, `recommended` preset** ({pick.label}; seeds "
+             "kang_picks": f"**this scGen, `kang_picks` preset** ({pick.label}; seeds "
                             f"{', '.join(map(str, seeds))})"}
     means = means.loc[[m for m in order if m in means.index]].rename(index=order)
     means.columns = [METRIC_LABELS[c] for c in means.columns]
@@ -309,7 +309,7 @@ def missed(goal: pd.DataFrame, table: pd.DataFrame, seeds) -> str:
     for _, row in goal.iterrows():
         for metric in ("r2_mean_all", "r2_mean_top100"):
             if row[metric].endswith("**no**"):
-                ours, sd = (values.loc[(row.cell_type, "recommended"), c] for c in (metric, f"{metric}_sd"))
+                ours, sd = (values.loc[(row.cell_type, "kang_picks"), c] for c in (metric, f"{metric}_sd"))
                 bars = [f"{name} {values.loc[(row.cell_type, method), metric]:.3f}"
                         for method, name in (("reference scGen", "reference"),
                                              ("gene-space arithmetic", "gene-space"))
@@ -317,8 +317,8 @@ def missed(goal: pd.DataFrame, table: pd.DataFrame, seeds) -> str:
                 lines.append(f"- {row.cell_type}, {METRIC_LABELS[metric]}: {ours:.3f} ± {sd:.3f} "
                              f"against {' and '.join(bars)}")
     variance = table.groupby("method")["r2_var_all"].mean()
-    ours, bar = variance["recommended"], variance["gene-space arithmetic"]
-    return (f"With the recommended preset (seeds {', '.join(map(str, seeds))}), the goal's mean "
+    ours, bar = variance["kang_picks"], variance["gene-space arithmetic"]
+    return (f"With the kang_picks preset (seeds {', '.join(map(str, seeds))}), the goal's mean "
             f"R² is missed on:\n\n" + ("\n".join(lines) or "- no cell type") +
             f"\n\nR² of the variance over all genes averages {ours:.3f} against gene-space "
             f"arithmetic's {bar:.3f}: " + ("the goal's bar is met." if ours >= bar else
@@ -339,6 +339,6 @@ def goal_by_lever(candidates: pd.DataFrame, paper: pd.DataFrame, reference) -> s
         variance = table.groupby("method")["r2_var_all"].mean()
         rows.append({"lever": lever, "bars missed": len(misses),
                      "where": ", ".join(misses) or "none",
-                     "variance bar": "met" if variance["recommended"] >= variance[
+                     "variance bar": "met" if variance["kang_picks"] >= variance[
                          "gene-space arithmetic"] else "missed"})
     return markdown(pd.DataFrame(rows).sort_values("bars missed", kind="stable"), index=False)

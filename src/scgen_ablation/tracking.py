@@ -486,16 +486,38 @@ def log_result(result, figures: dict | None = None, log_model: bool = True) -> N
             retry(mlflow.log_artifact, str(path), "model")
 
 
+# Words a result run's name shortens, longest first, so that a name fits the MLflow UI's
+# Run Name column (about 30 characters at a 1,600-pixel width): the full variant stays
+# in the run's ``variant`` tag.  tests/test_record.py checks that the record's names stay
+# unique.
+SHORTER = (("paired delta + residual decoding", "paired δ+residual"),
+           ("balanced delta + balanced training", "balanced δ+training"),
+           ("similarity-weighted delta", "weighted δ"), ("fitted response model", "fitted"),
+           ("per-cell transport", "transport"), ("delta from paired cell types", "paired δ"),
+           ("delta from posterior samples", "sampled δ"), ("no balancing for delta", "no balancing δ"),
+           ("best-by-validation weights", "best-val weights"),
+           ("balanced training batches", "balanced batches"), ("residual decoding", "residual"),
+           ("PCA · ", "PCA "), ("kl_weight=", "β="), ("delta", "δ"))
+
+
+def result_name(stage: str, variant: str, cell_type: str, seed) -> str:
+    """A result run's name: stage number, short variant, held-out type and seed,
+    e.g. ``07 PCA transport · CD4T · 0`` for 07_beyond's "PCA · per-cell transport"."""
+    for long, short in SHORTER:
+        variant = variant.replace(long, short)
+    return f"{str(stage)[:2]} {variant} · {cell_type} · {seed}"
+
+
 def variant_run(stage: str, variant: str, config, data_path: str,
                 compute: Callable, *, make_plots: bool = True, log_model: bool = True):
     """One logged nested run: a stage's variant, computed and scored.
 
-    Opens a child run named ``<stage>-<variant>-<held-out type>-<seed>``, logs
+    Opens a child run named by :func:`result_name`, logs
     ``config``, calls ``compute(config)`` (which returns an experiment
     ``Result``), and logs its metrics, figures and (with ``log_model``) model.
     The child ends FAILED if ``compute`` raises.
     """
-    name = f"{stage}-{variant}-{config.held_out_cell_type}-{config.seed}"
+    name = result_name(stage, variant, config.held_out_cell_type, config.seed)
     with child(name, tags={"stage": stage[:2], "stage_name": stage, "variant": variant}):
         log_config(config, data_path)
         result = compute(config)
