@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from scgen_ablation.study_record import study_config
     from scgen_ablation.training import train
 
-    from scgen_ablation.runner import UsageError, parse_parameters
+    from scgen_ablation.planning import UsageError, parse_parameters
 
     try:
         changes = parse_parameters(args.set)

@@ -38,7 +38,7 @@ import pandas as pd
 
 from scgen_ablation.ablation_record import Record
 from scgen_ablation.paths import REFERENCE_RESULTS as REFERENCE
-from scgen_ablation.runner import UsageError, parse_parameters
+from scgen_ablation.planning import UsageError, parse_parameters
 from scgen_ablation.study_record import CELL_TYPES as TYPES, study_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,12 +11,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from scgen_ablation import runner, stages, tracking
+from scgen_ablation import planning, runner, stages, tracking
+from scgen_ablation.jobs import run_jobs
+from scgen_ablation.paths import NOTEBOOK_DIR
 from scgen_ablation.metrics import METRICS
 from scgen_ablation.study import PREDICTION_LEVERS
 
 pytestmark = [pytest.mark.kang, pytest.mark.slow]
-NOTEBOOKS = sorted(runner.NOTEBOOK_DIR.glob("*.ipynb"))
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 TINY = {
     "stages": ["00_data", "01_autoencoder", "02_vae", "03_kl_weighting", "04_balancing",
@@ -44,7 +46,7 @@ def write_profiles(folder: Path, **changes) -> Path:
 
 def test_committed_notebooks_have_no_outputs_and_one_parameters_cell():
     assert len(NOTEBOOKS) >= 7
-    makefile = (runner.NOTEBOOK_DIR.parent / "Makefile").read_text()
+    makefile = (NOTEBOOK_DIR.parent / "Makefile").read_text()
     kernel = makefile.split("KERNEL_NAME := ")[1].splitlines()[0]
     for path in NOTEBOOKS:
         # the kernel `make setup` installs, so that opening a notebook does not change it
@@ -62,7 +64,7 @@ def test_every_stage_has_a_notebook():
     from scgen_ablation.stages import load_stage, stage_files
 
     for name in stage_files():
-        assert (runner.NOTEBOOK_DIR / load_stage(name)["notebook"]).exists(), name
+        assert (NOTEBOOK_DIR / load_stage(name)["notebook"]).exists(), name
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +72,10 @@ def ablation_store(tmp_path_factory):
     """Every stage run once through the runner with tiny parameters."""
     folder = tmp_path_factory.mktemp("ablation")
     uri = tracking.store_uri(folder / "mlruns")
-    jobs = runner.plan("tiny", profiles_path=write_profiles(folder))
-    before = sorted(p.name for p in runner.NOTEBOOK_DIR.iterdir())
-    runner.run_jobs(jobs, uri=uri, experiment="kang", out_dir=folder / "runs")
-    after = sorted(p.name for p in runner.NOTEBOOK_DIR.iterdir())
+    jobs = planning.plan("tiny", profiles_path=write_profiles(folder))
+    before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
+    run_jobs(jobs, uri=uri, experiment="kang", out_dir=folder / "runs")
+    after = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
     assert after == before, "notebooks wrote files into notebooks/"
     return uri, jobs, folder
 

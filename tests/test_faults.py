@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from scgen_ablation import comparison, runner, tracking
+from scgen_ablation import comparison, planning, tracking
+from scgen_ablation.jobs import run_jobs
 from synthetic import simulate
 
 pytestmark = pytest.mark.slow
@@ -193,7 +194,7 @@ def test_failing_cleanup_writes_leave_the_run_failed_and_the_job_to_rerun(datase
     uri = tracking.store_uri(store)
 
     def plan():
-        return runner.plan("quick", stages=["01_autoencoder"], extra_parameters={
+        return planning.plan("quick", stages=["01_autoencoder"], extra_parameters={
             "dataset": str(dataset), "held_out_cell_type": "type0", "n_degs": 20, "epochs": 2,
             "make_plots": False})
 
@@ -201,7 +202,7 @@ def test_failing_cleanup_writes_leave_the_run_failed_and_the_job_to_rerun(datase
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(MlflowClient, "log_artifact", disk_full)
-    jobs = runner.run_jobs(plan(), uri=uri, out_dir=out)
+    jobs = run_jobs(plan(), uri=uri, out_dir=out)
     assert jobs[0].status == "FAILED" and "No space left" in jobs[0].error
     monkeypatch.undo()
     client, runs = all_runs(store)
@@ -210,7 +211,7 @@ def test_failing_cleanup_writes_leave_the_run_failed_and_the_job_to_rerun(datase
     # its nested result finished, but a job that failed does not count in the comparison
     table = tracking.runs_table("simulated", uri=uri)
     assert not comparison.counted(table).any()
-    again = runner.run_jobs(plan(), uri=uri, out_dir=out)  # not skipped: it never finished
+    again = run_jobs(plan(), uri=uri, out_dir=out)  # not skipped: it never finished
     assert again[0].status == "FINISHED" and again[0].run_id != jobs[0].run_id
     assert_store_is_truthful(store)
 
@@ -230,16 +231,16 @@ def test_two_runners_on_one_store_never_run_one_job_twice(dataset, tmp_path):
 
 
 def test_changed_data_at_the_same_path_reruns(dataset, tmp_path):
-    jobs = runner.with_checksums(runner.plan("quick", stages=["01_autoencoder"], extra_parameters={
+    jobs = planning.with_checksums(planning.plan("quick", stages=["01_autoencoder"], extra_parameters={
         "dataset": str(dataset), "held_out_cell_type": "type0"}))
     moved = tmp_path / "copy.h5ad"
     moved.write_bytes(dataset.read_bytes())
-    same = runner.with_checksums(runner.plan("quick", stages=["01_autoencoder"], extra_parameters={
+    same = planning.with_checksums(planning.plan("quick", stages=["01_autoencoder"], extra_parameters={
         "dataset": str(moved), "held_out_cell_type": "type0"}))
     assert same[0].data_sha256 == jobs[0].data_sha256
     adata, _, _ = simulate(n_types=4, cells_per_type=60, n_genes=120, seed=4)
     adata.write_h5ad(moved)  # other data, same path
-    changed = runner.with_checksums(runner.plan("quick", stages=["01_autoencoder"],
+    changed = planning.with_checksums(planning.plan("quick", stages=["01_autoencoder"],
                                                 extra_parameters={"dataset": str(moved),
                                                                   "held_out_cell_type": "type0"}))
     assert changed[0].data_sha256 != same[0].data_sha256 and changed[0].key != same[0].key

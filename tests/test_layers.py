@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scgen_ablation import runner, stages
+from scgen_ablation import planning, runner, stages
 from scgen_ablation.paths import NOTEBOOK_DIR
 
 needs_kang = pytest.mark.kang  # the runner reads and checksums the Kang file
@@ -43,25 +43,25 @@ def only_config(jobs):
 @needs_kang
 def test_a_stage_file_value_reaches_the_config_unless_a_later_layer_sets_it(stage_dir, tmp_path):
     plain = profiles(tmp_path, parameters={"epochs": 3})
-    assert only_config(runner.plan("p", profiles_path=plain)).learning_rate == 1e-4
-    assert only_config(runner.plan("p", profiles_path=plain)).kl_weight == 1.0  # the stage's own
+    assert only_config(planning.plan("p", profiles_path=plain)).learning_rate == 1e-4
+    assert only_config(planning.plan("p", profiles_path=plain)).kl_weight == 1.0  # the stage's own
     by_profile = profiles(tmp_path, parameters={"learning_rate": 3e-4})
-    assert only_config(runner.plan("p", profiles_path=by_profile)).learning_rate == 3e-4
+    assert only_config(planning.plan("p", profiles_path=by_profile)).learning_rate == 3e-4
     by_stage_parameters = profiles(tmp_path, parameters={"learning_rate": 3e-4},
                                    stage_parameters={"02_vae": {"learning_rate": 2e-4}})
-    assert only_config(runner.plan("p", profiles_path=by_stage_parameters)).learning_rate == 2e-4
-    by_user = runner.plan("p", profiles_path=by_profile, extra_parameters={"learning_rate": 5e-4})
+    assert only_config(planning.plan("p", profiles_path=by_stage_parameters)).learning_rate == 2e-4
+    by_user = planning.plan("p", profiles_path=by_profile, extra_parameters={"learning_rate": 5e-4})
     assert only_config(by_user).learning_rate == 5e-4
-    by_overrides = runner.plan("p", profiles_path=by_profile, extra_parameters={
+    by_overrides = planning.plan("p", profiles_path=by_profile, extra_parameters={
         "epochs": 7, "overrides": {"epochs": 9}})
     assert only_config(by_overrides).epochs == 9
 
 
 @needs_kang
 def test_the_dry_run_prints_every_jobs_effective_config(stage_dir, tmp_path):
-    jobs = runner.with_checksums(runner.plan("quick"))
+    jobs = planning.with_checksums(planning.plan("quick"))
     out = io.StringIO()
-    runner.dry_run(jobs, out)
+    planning.dry_run(jobs, out)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert lines[-1]["jobs"] == len(jobs) == len(lines) - 1
     by_stage = {line["stage"]: line for line in lines[:-1]}
@@ -100,19 +100,19 @@ def test_every_notebook_builds_its_config_through_open_stage():
 ])
 @needs_kang
 def test_parameters_are_never_dropped(extra, message):
-    with pytest.raises(runner.UsageError, match=message):
-        runner.plan("quick", stages=["02_vae"], extra_parameters=extra)
+    with pytest.raises(planning.UsageError, match=message):
+        planning.plan("quick", stages=["02_vae"], extra_parameters=extra)
 
 
 @needs_kang
 def test_a_config_field_passed_with_p_reaches_the_config():
-    config = only_config(runner.plan("quick", stages=["02_vae"], extra_parameters={"dropout": 0.5}))
+    config = only_config(planning.plan("quick", stages=["02_vae"], extra_parameters={"dropout": 0.5}))
     assert config.dropout == 0.5
 
 
 @needs_kang
 def test_an_explicit_held_out_type_or_seed_replaces_that_axis_of_the_grid():
-    jobs = runner.plan("full", stages=["02_vae", "05_scgen"],
+    jobs = planning.plan("full", stages=["02_vae", "05_scgen"],
                        extra_parameters={"held_out_cell_type": "NK", "seed": 4})
     assert [j.run_name for j in jobs] == ["02_vae-NK-4", "05_scgen-4"]
     assert jobs[0].config.held_out_cell_type == "NK"
@@ -125,7 +125,7 @@ def test_a_relative_dataset_path_is_read_from_the_callers_folder(tmp_path):
     (tmp_path / "my.h5ad").symlink_to(SHARED_DATA / "kang_pbmc_scgen.h5ad")
     caller = tmp_path / "analysis"
     caller.mkdir()
-    jobs = runner.plan("quick", stages=["02_vae"], caller_dir=caller,
+    jobs = planning.plan("quick", stages=["02_vae"], caller_dir=caller,
                        extra_parameters={"dataset": "../my.h5ad"})
     assert jobs[0].config.dataset == str(tmp_path.resolve() / "my.h5ad")
 
@@ -155,8 +155,8 @@ def test_stage_files_are_checked_against_their_schema(tmp_path, text, message):
 def test_profiles_are_checked_against_their_schema(tmp_path, profile, message):
     path = tmp_path / "profiles.yaml"
     path.write_text(yaml.safe_dump({"p": {"stages": ["02_vae"], **profile}}))
-    with pytest.raises(runner.UsageError, match=message):
-        runner.plan("p", profiles_path=path)
+    with pytest.raises(planning.UsageError, match=message):
+        planning.plan("p", profiles_path=path)
     code = runner.main(["--profiles", str(path), "--profile", "p", "--tracking-uri",
                         f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"])
     assert code == 2 and not (tmp_path / "store").exists()  # refused before any run
@@ -189,9 +189,11 @@ def test_only_runs_their_runner_closed_finished_count():
 
 
 # the package's rooms, in the order of the pipeline: each imports only those before it
-ORDER = ["config", "paths", "data", "model", "training", "store", "trainings", "responses", "prediction", "metrics", "experiment",
-         "plots", "tracking", "stages", "study", "comparison", "study_report", "runner",
-         "study_record", "ablation_report", "ablation_record"]
+# (the command line, runner, last: nothing imports it)
+ORDER = ["config", "paths", "data", "model", "training", "store", "trainings", "responses",
+         "prediction", "metrics", "experiment", "plots", "tracking", "stages", "study",
+         "comparison", "study_report", "planning", "pools", "jobs", "study_record",
+         "ablation_report", "ablation_record", "runner"]
 
 
 def test_the_import_graph_runs_one_way():
@@ -207,3 +209,7 @@ def test_the_import_graph_runs_one_way():
                 imported |= {node.module} if node.module else {a.name for a in node.names}
         for other in imported:
             assert ORDER.index(other) < ORDER.index(name), f"{name} imports {other}, which comes later"
+    for script in (package.parents[1] / "benchmarks").glob("*.py"):  # run the CLI, never import it
+        text = script.read_text()
+        assert "from scgen_ablation.runner import" not in text, script.name
+        assert "import scgen_ablation.runner" not in text, script.name

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from scgen_ablation import ablation_record, runner, stages
+from scgen_ablation import ablation_record, planning, stages
 from scgen_ablation.config import ScGenConfig
 
 pytestmark = [pytest.mark.kang]
@@ -39,9 +39,9 @@ def test_stage_variants_come_from_the_stage_files():
 
 def test_the_dry_run_counts_every_variants_training_and_the_stored_ones(profiles,
                                                                          training_store):
-    jobs = runner.with_checksums(runner.plan("tiny", profiles_path=profiles))
+    jobs = planning.with_checksums(planning.plan("tiny", profiles_path=profiles))
     printed = io.StringIO()
-    runner.dry_run(jobs, printed, store=training_store)
+    planning.dry_run(jobs, printed, store=training_store)
     count = json.loads(printed.getvalue().strip().splitlines()[-1])
     # 01: the autoencoder; 02: beta 1 (03's too); 03: beta 5e-5 (04's too); 04: balanced training
     assert count == {"jobs": 4, "unique_trainings": 4, "stored": 0}
@@ -56,7 +56,7 @@ def test_the_record_trains_each_training_once_resumes_and_reports(profiles, tmp_
     assert len(table) == 7 and set(table["status"]) == {"ok"}
     assert len(training_store.keys()) == 4  # seven rows, four trainings
     printed = io.StringIO()
-    runner.dry_run(runner.with_checksums(runner.plan("tiny", profiles_path=profiles)), printed,
+    planning.dry_run(planning.with_checksums(planning.plan("tiny", profiles_path=profiles)), printed,
                    store=training_store)
     assert json.loads(printed.getvalue().splitlines()[-1])["stored"] == 4
     shared = table[table["variant"].isin(["kl_weight=5e-05", "unbalanced delta"])]

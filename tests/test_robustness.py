@@ -14,7 +14,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import scgen_ablation as sa
-from scgen_ablation import data, runner, tracking
+from scgen_ablation import data, planning, runner, tracking
+from scgen_ablation.jobs import run_jobs
 from scgen_ablation.metrics import top_degs
 
 pytestmark = pytest.mark.kang
@@ -192,17 +193,17 @@ def test_checkpoints_load_with_weights_only(tmp_path):
 
 def test_rerun_skips_finished_jobs_unless_forced(tmp_path):
     uri = tracking.store_uri(tmp_path / "mlruns")
-    jobs = runner.plan("quick", stages=["00_data"])
-    runner.run_jobs(jobs, uri=uri, out_dir=tmp_path / "runs")
+    jobs = planning.plan("quick", stages=["00_data"])
+    run_jobs(jobs, uri=uri, out_dir=tmp_path / "runs")
     assert jobs[0].status == "FINISHED"
-    again = runner.plan("quick", stages=["00_data"])
-    runner.run_jobs(again, uri=uri, out_dir=tmp_path / "runs")
+    again = planning.plan("quick", stages=["00_data"])
+    run_jobs(again, uri=uri, out_dir=tmp_path / "runs")
     assert again[0].status == "SKIPPED" and again[0].run_id == jobs[0].run_id
-    changed = runner.plan("quick", stages=["00_data"], extra_parameters={"n_top_genes": 1000})
-    runner.run_jobs(changed, uri=uri, out_dir=tmp_path / "runs")
+    changed = planning.plan("quick", stages=["00_data"], extra_parameters={"n_top_genes": 1000})
+    run_jobs(changed, uri=uri, out_dir=tmp_path / "runs")
     assert changed[0].status == "FINISHED" and changed[0].run_id != jobs[0].run_id
-    forced = runner.plan("quick", stages=["00_data"])
-    runner.run_jobs(forced, uri=uri, out_dir=tmp_path / "runs", force=True)
+    forced = planning.plan("quick", stages=["00_data"])
+    run_jobs(forced, uri=uri, out_dir=tmp_path / "runs", force=True)
     assert forced[0].status == "FINISHED" and forced[0].run_id != jobs[0].run_id
 
 

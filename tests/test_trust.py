@@ -9,18 +9,16 @@ import os
 import shutil
 import sqlite3
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 import scgen_ablation as sa
-from scgen_ablation import (ablation_record, data, experiment, runner, stages, store, tracking,
-                            trainings)
+from scgen_ablation import (ablation_record, data, experiment, planning, pools, runner, stages,
+                            store, tracking, trainings)
 from scgen_ablation.paths import SHARED_DATA
 
 from synthetic import simulate
@@ -156,7 +154,7 @@ def test_no_other_type_seen_in_both_conditions_is_refused_before_training(tmp_pa
 @needs_kang
 def test_stage_05_on_all_types_plans_only_those_the_rule_allows(tmp_path):
     path = few_stimulated(tmp_path)
-    jobs = runner.with_checksums(runner.plan("quick", stages=["05_scgen"],
+    jobs = planning.with_checksums(planning.plan("quick", stages=["05_scgen"],
                                              extra_parameters={"dataset": str(path)}))
     assert jobs[0].cell_types == ["type0", "type1", "type2"]
     assert "type3" not in jobs[0].training_key
@@ -190,9 +188,9 @@ def test_the_dry_run_refuses_what_the_run_refuses(capsys, tmp_path, argv, messag
 @needs_kang
 def test_the_dry_run_refuses_ray_when_it_is_not_installed(capsys, monkeypatch):
     def no_ray():
-        raise runner.UsageError("--executor ray needs Ray, which is not installed")
+        raise planning.UsageError("--executor ray needs Ray, which is not installed")
 
-    monkeypatch.setattr(runner, "import_ray", no_ray)
+    monkeypatch.setattr(pools, "import_ray", no_ray)
     assert run_main(capsys, "--executor", "ray", "--dry-run") == (
         2, "runner: --executor ray needs Ray, which is not installed\n")
 

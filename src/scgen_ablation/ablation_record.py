@@ -6,7 +6,7 @@
 
 The rows are what the profile's notebooks would log as result runs: one per
 (stage, variant, held-out type, seed), planned exactly as the runner plans
-them (:func:`runner.plan`, :meth:`runner.Job.variant_configs`).  They are
+them (:func:`planning.plan`, :meth:`planning.Job.variant_configs`).  They are
 grouped by training key: each unique training is trained once (or loaded from
 the training store) and every row that needs it is scored on it, in one
 process.  Rows are appended to ``benchmarks/results/ablation_full.csv`` as
@@ -44,7 +44,7 @@ META = ["training_key", "device", "status", "error", "train_seconds", "epochs_ru
 
 def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[dict]:
     """Every row the profile makes: its key, training key and config."""
-    from .runner import plan, with_checksums
+    from .planning import plan, with_checksums
     from .tracking import experiment_for
 
     jobs = with_checksums(plan(profile, stages, profiles_path=profiles,
@@ -395,7 +395,7 @@ def main(argv=None) -> int:
         record.append(score_unit(json.loads(args.unit.read_text()), threads=args.threads))
         return 0
 
-    from .runner import UsageError, parse_parameters
+    from .planning import UsageError, parse_parameters
 
     try:
         parameters = parse_parameters(args.parameter)
@@ -479,7 +479,7 @@ def main(argv=None) -> int:
               f"({time.perf_counter() - started:.0f} s elapsed)", flush=True)
         return rows
 
-    from .runner import Processes, run_pool
+    from .pools import Processes, run_pool
 
     processes = Processes()
     if args.jobs == 1:  # here, in this thread: Ctrl-C and SIGTERM stop it at once

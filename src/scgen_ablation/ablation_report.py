@@ -155,7 +155,7 @@ def rules_block(table: pd.DataFrame) -> str:
     """Stage 06's prediction levers ranked by the study's rule on R² and by the same rule
     on the field's metrics (stated in docs/metrics.md before it was applied)."""
     from .study import (FIELD_RANKED_METRICS, PREDICTION_LEVERS, RANKED_METRICS, average_ranks,
-                        leave_one_type_out, select_lever)
+                        select_lever)
 
     levers = scored(table)
     levers = levers[(levers["stage"] == "06_small_data") & levers["variant"].isin(PREDICTION_LEVERS)]

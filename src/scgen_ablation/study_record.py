@@ -13,7 +13,7 @@ levers are the stage file's ``variants``.  Rows are appended to the committed
 CSVs in ``benchmarks/results/`` as each training finishes (re-running skips
 what is there), and every row is also an MLflow result run of stage 06.
 With ``--jobs N`` the trainings run as processes through the runner's one
-executor (:func:`runner.run_pool`): they die with this process and stop on
+executor (:func:`pools.run_pool`): they die with this process and stop on
 Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
@@ -64,8 +64,6 @@ def main(argv=None) -> int:
         from .study_report import write_report
 
         return write_report(PREDICTION_CSV, TRAINING_CSV, args.figures, args.doc)
-
-    import torch
 
     unknown = sorted(set(args.only or ()) - set(study.TRAINING_LEVERS))
     if unknown:
@@ -156,7 +154,7 @@ def in_subprocesses(todo, args):
     module (one torch thread unless --threads), through the runner's executor; the
     rows of those that finished, once all have ended (the caller alone writes the CSV
     and MLflow).  A failed run is reported and skipped."""
-    from .runner import Processes, run_pool
+    from .pools import Processes, run_pool
 
     work = Path(tempfile.mkdtemp(prefix="small_data_"))
     print(f"{len(todo)} trainings, {args.jobs} at a time; logs in {work}", flush=True)

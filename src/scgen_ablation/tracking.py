@@ -37,8 +37,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from . import plots
-from .data import DATASETS, data_checksum, sha256sum
-from .metrics import FIELD_METRICS, METRICS
+from .data import DATASETS, data_checksum
+from .metrics import METRICS
 from .paths import MLRUNS_DIR, PROJECT_ROOT
 
 DEFAULT_STORE = MLRUNS_DIR
