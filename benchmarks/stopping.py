@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from scgen_ablation.ablation_record import Record
-from scgen_ablation.paths import REFERENCE_RESULTS as REFERENCE
+from scgen_ablation.comparison import reference_runs
 from scgen_ablation.planning import UsageError, parse_parameters
 from scgen_ablation.study_record import CELL_TYPES as TYPES, study_config
 
@@ -131,7 +131,7 @@ def report(args) -> int:
     candidate = pd.read_csv(args.out)
     candidate = candidate[candidate["rule"] == rule]
     converged = converged_runs(args.preset)
-    per_type, per_metric, passed = verdict(candidate, converged, pd.read_csv(REFERENCE))
+    per_type, per_metric, passed = verdict(candidate, converged, reference_runs())
     print(f"rule: {rule}; {len(candidate)} of {len(TYPES) * 3} runs made\n")
     print(per_type.round(3).to_markdown(), "\n")
     print(per_metric.round(4).to_markdown(), "\n")

@@ -73,7 +73,7 @@ def test_the_kang_picks_schedule_is_a_candidate_whose_committed_verdict_passed()
     import pandas as pd
 
     from scgen_ablation.config import PRESETS, KANG_SCHEDULE
-    from scgen_ablation.paths import REFERENCE_RESULTS
+    from scgen_ablation.comparison import reference_runs
 
     spec = importlib.util.spec_from_file_location("stopping", ROOT / "benchmarks" / "stopping.py")
     stopping = importlib.util.module_from_spec(spec)
@@ -82,5 +82,5 @@ def test_the_kang_picks_schedule_is_a_candidate_whose_committed_verdict_passed()
     runs = pd.read_csv(stopping.OUT)
     runs = runs[runs["rule"] == stopping.rule_name(KANG_SCHEDULE, "kang_picks")]
     per_type, per_metric, passed = stopping.verdict(
-        runs, stopping.converged_runs("kang_picks"), pd.read_csv(REFERENCE_RESULTS))
+        runs, stopping.converged_runs("kang_picks"), reference_runs())
     assert len(runs) == 21 and passed, (per_type, per_metric)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import BASELINES, FIELD_METRICS, LOWER_IS_BETTER, METRIC_LABELS, METRICS
-from .paths import PROJECT_ROOT, REFERENCE_RESULTS
+from .paths import PROJECT_ROOT
 from .study_report import ABLATION_BLOCKS, markdown, write_blocks
 
 REFERENCE = "authors' scGen (reference)"
@@ -82,9 +82,12 @@ def scored(table: pd.DataFrame) -> pd.DataFrame:
 
 def reference_rows() -> pd.DataFrame | None:
     """The authors' scGen on the same split (../shared/reference; R² only), if present."""
-    if not REFERENCE_RESULTS.exists():
+    from .comparison import reference_runs
+
+    ref = reference_runs()
+    if ref is None:
         return None
-    ref = pd.read_csv(REFERENCE_RESULTS).rename(columns={"cell_type": "held_out_cell_type"})
+    ref = ref.rename(columns={"cell_type": "held_out_cell_type"})
     ref["run"] = ref["held_out_cell_type"] + " · " + ref["seed"].astype(str)
     return ref[["run", "held_out_cell_type", "seed", *METRICS]].assign(method=REFERENCE)
 

@@ -132,9 +132,21 @@ def sort_methods(table: pd.DataFrame) -> pd.DataFrame:
     return table.iloc[order].reset_index(drop=True)
 
 
+def reference_runs(dataset: str = "kang", path: str | Path | None = None) -> pd.DataFrame | None:
+    """The authors' scGen, one row per (cell_type, seed), as measured on ``dataset``'s split:
+    ``../shared/reference/results.csv`` holds Kang's, so any other dataset (or a missing
+    file) gives None.  The one place the reference results are read."""
+    path = Path(path) if path else REFERENCE_RESULTS
+    if dataset != "kang" or not path.exists():
+        return None
+    return pd.read_csv(path)
+
+
 def reference_table(path: str | Path = REFERENCE_RESULTS) -> pd.DataFrame:
     """The authors' scGen on the same split (``../shared/reference/results.csv``), per cell type."""
-    raw = pd.read_csv(path)
+    raw = reference_runs(path=path)
+    if raw is None:
+        raise FileNotFoundError(f"no reference results at {path}")
     columns = {m: m for m in METRICS}
     out = _mean_sd(raw.assign(method="reference scGen"), ["method", "cell_type"], columns)
     if "epochs" in raw:  # early-stopped: the epochs each seed trained

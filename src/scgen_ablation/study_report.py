@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plots, study
+from . import comparison, plots, study
 from .metrics import BASELINES, HEADLINE_METRICS, METRIC_LABELS, METRICS
-from .paths import REFERENCE_RESULTS
 
 def lever_table(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell type (and a "mean" row): each lever's ``metric`` and its sd
@@ -153,7 +152,7 @@ def write_report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()
     recommended = study.complete_seeds(pick.rows, cell_types)
     seeds = sorted(map(int, recommended["seed"].unique()))
     print(f"## Kang picks = {pick.label}: {pick.changes}; seeds {seeds}\n")
-    reference = pd.read_csv(REFERENCE_RESULTS) if REFERENCE_RESULTS.exists() else None
+    reference = comparison.reference_runs()
     paper = scores[scores["lever"] == "paper"]
     table = comparison_table(paper, recommended, reference)
     parts = []
