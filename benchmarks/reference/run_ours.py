@@ -1,6 +1,6 @@
 """One run of this project's scGen, the counterpart of run_reference.py.
 
-usage: run_ours.py CELL_TYPE MAX_EPOCHS SEED OUT_DIR DATA_PATH [PRESET]
+usage: run_ours.py CELL_TYPE MAX_EPOCHS SEED OUT_DIR DATA_PATH [PRESET [KEYS_JSON]]
 """
 import json
 import resource
@@ -15,8 +15,9 @@ import numpy as np  # noqa: E402
 import scgen_ablation as sa  # noqa: E402
 
 
-def main(cell_type, max_epochs, seed, out_dir, data_path, preset_name="paper"):
-    config = sa.preset(preset_name, held_out_cell_type=cell_type, epochs=max_epochs, seed=seed)
+def main(cell_type, max_epochs, seed, out_dir, data_path, preset_name="paper", keys="{}"):
+    config = sa.preset(preset_name, held_out_cell_type=cell_type, epochs=max_epochs, seed=seed,
+                       **json.loads(keys))
     adata = sa.load(data_path)
     split = sa.split_held_out(adata, config)
     tic = time.perf_counter()
@@ -37,4 +38,4 @@ def main(cell_type, max_epochs, seed, out_dir, data_path, preset_name="paper"):
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5],
-         *(sys.argv[6:7]))
+         *(sys.argv[6:8]))

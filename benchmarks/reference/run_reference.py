@@ -1,6 +1,8 @@
 """One reference scGen run, inside the reference environment (.venv-reference).
 
-usage: run_reference.py CELL_TYPE MAX_EPOCHS SEED OUT_DIR DATA_PATH
+usage: run_reference.py CELL_TYPE MAX_EPOCHS SEED OUT_DIR DATA_PATH [KEYS_JSON]
+KEYS_JSON: the dataset's condition_key, cell_type_key, control_label and
+stimulated_label (default: Kang's: condition, cell_type, control, stimulated).
 Writes OUT_DIR/prediction.npy (held-out control cells, predicted) and
 OUT_DIR/timing.json. Scoring happens in the project's environment, with the
 project's metric code, so both implementations are scored identically.
@@ -21,19 +23,26 @@ import scgen  # noqa: E402
 import scvi  # noqa: E402
 
 
-def main(cell_type, max_epochs, seed, out_dir, data_path):
+KANG = {"condition_key": "condition", "cell_type_key": "cell_type",
+        "control_label": "control", "stimulated_label": "stimulated"}
+
+
+def main(cell_type, max_epochs, seed, out_dir, data_path, keys=KANG):
+    keys = {**KANG, **keys}
+    condition, label = keys["condition_key"], keys["cell_type_key"]
     scvi.settings.seed = seed
     adata = anndata.read_h5ad(data_path)
-    held_out = (adata.obs["cell_type"] == cell_type) & (adata.obs["condition"] == "stimulated")
+    held_out = ((adata.obs[label] == cell_type)
+                & (adata.obs[condition] == keys["stimulated_label"]))
     train = adata[~held_out.to_numpy()].copy()
-    scgen.SCGEN.setup_anndata(train, batch_key="condition", labels_key="cell_type")
+    scgen.SCGEN.setup_anndata(train, batch_key=condition, labels_key=label)
     model = scgen.SCGEN(train)  # defaults: 800-800-100, dropout 0.2, kl weight 5e-5
     tic = time.perf_counter()
     model.train(max_epochs=max_epochs, batch_size=32, early_stopping=True,
                 early_stopping_patience=25)
     train_seconds = time.perf_counter() - tic
     epochs = len(model.history["elbo_train"])
-    predicted = model.predict(ctrl_key="control", stim_key="stimulated",
+    predicted = model.predict(ctrl_key=keys["control_label"], stim_key=keys["stimulated_label"],
                               celltype_to_predict=cell_type)
     if isinstance(predicted, tuple):
         predicted = predicted[0]
@@ -50,4 +59,5 @@ def main(cell_type, max_epochs, seed, out_dir, data_path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5],
+         *(json.loads(a) for a in sys.argv[6:7]))

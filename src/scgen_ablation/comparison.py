@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .metrics import BASELINES, FIELD_METRICS, METRICS
-from .paths import REFERENCE_RESULTS
+from .paths import PROJECT_ROOT, REFERENCE_RESULTS
 
 
 def on_data(runs: pd.DataFrame, data_sha256: str) -> pd.DataFrame:
@@ -133,13 +133,19 @@ def sort_methods(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def reference_runs(dataset: str = "kang", path: str | Path | None = None) -> pd.DataFrame | None:
-    """The authors' scGen, one row per (cell_type, seed), as measured on ``dataset``'s split:
-    ``../shared/reference/results.csv`` holds Kang's, so any other dataset (or a missing
-    file) gives None.  The one place the reference results are read."""
-    path = Path(path) if path else REFERENCE_RESULTS
-    if dataset != "kang" or not path.exists():
+    """The authors' scGen, one row per (cell_type, seed), as measured on ``dataset``'s split,
+    or None where it was not: Kang's in ``../shared/reference/results.csv``, another
+    dataset's in ``benchmarks/results/reference_<dataset>.csv`` (``benchmarks/reference.py
+    --dataset``).  The one place the reference results are read."""
+    if path is None:
+        path = (REFERENCE_RESULTS if dataset == "kang" else
+                PROJECT_ROOT / "benchmarks" / "results" / f"reference_{dataset}.csv")
+    if not Path(path).exists():
         return None
-    return pd.read_csv(path)
+    runs = pd.read_csv(path)
+    if "implementation" in runs:  # benchmarks/reference.py's own rows: both sides and baselines
+        runs = runs[runs["implementation"] == "reference"].drop(columns="implementation")
+    return runs.reset_index(drop=True)
 
 
 def reference_table(path: str | Path = REFERENCE_RESULTS) -> pd.DataFrame:

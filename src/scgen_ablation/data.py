@@ -445,6 +445,29 @@ def holdable_cell_types(obs: pd.DataFrame, config) -> tuple[list[str], dict[str,
     return [t for t in types if not problems[t]], {t: p for t, p in problems.items() if p}
 
 
+def obs_of(path: Path) -> pd.DataFrame:
+    """The cell annotations of a data file, read without loading its matrix."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            adata = ad.read_h5ad(path, backed="r")
+        except Exception:
+            return read_h5ad(Path(path)).obs  # names the file when it is not an h5ad
+    try:
+        return adata.obs.copy()
+    finally:
+        adata.file.close()
+
+
+def holdable_types_of(dataset: str = "kang") -> list[str]:
+    """Every cell type of a registered dataset that the hold-out rule allows, read from its
+    file (the list a study over "every type" uses; no list of types lives in code)."""
+    from .config import ScGenConfig
+
+    config = ScGenConfig(dataset=dataset).replace(**DATASETS[dataset].config_fields())
+    return holdable_cell_types(obs_of(resolve_path(dataset)), config)[0]
+
+
 def held_out_types(obs: pd.DataFrame, config, chosen="all") -> list[str]:
     """The cell types a stage holds out in turn: ``"all"`` = every type the rule allows
     (the others are named in a warning), ``"default"`` = the dataset's showcase types

@@ -21,13 +21,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import anndata
 import pandas as pd
 import yaml
 
 from . import tracking
 from .config import ScGenConfig
-from .data import DATASETS, held_out_types, hold_out_problem, resolve_path
+from .data import DATASETS, held_out_types, hold_out_problem, obs_of, resolve_path
 from .paths import NOTEBOOK_DIR
 from .stages import (CONFIG_FIELDS, PROFILES_FILE, StageError, config_layers, load_profiles,
                      load_stage, notebook_parameters, stage_config, variants_of)
@@ -294,22 +293,6 @@ def with_checksums(jobs: list[Job]) -> list[Job]:
         except ValueError as error:
             raise UsageError(f"stage {job.stage}, {path.name}: {error}") from None
     return jobs
-
-
-def obs_of(path: Path) -> pd.DataFrame:
-    """The cell annotations of a data file, read without loading its matrix."""
-    from .data import read_h5ad
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            adata = anndata.read_h5ad(path, backed="r")
-        except Exception:
-            return read_h5ad(Path(path)).obs  # names the file when it is not an h5ad
-    try:
-        return adata.obs.copy()
-    finally:
-        adata.file.close()
 
 
 def dry_run(jobs: list[Job], stream=sys.stdout, store: TrainingStore | None = None) -> None:
