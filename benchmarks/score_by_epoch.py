@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     from scgen_ablation.training import train
 
     from scgen_ablation.planning import UsageError, parse_parameters
+    from scgen_ablation.record import Record
 
     try:
         changes = parse_parameters(args.set)
@@ -78,12 +79,8 @@ def main(argv=None) -> int:
                          "val_loss": model.history[epoch - 1]["val_loss"],
                          "train_seconds": seconds[epoch - 1], **{m: scores[m] for m in R2}})
             print(f"epoch {epoch:3d}: " + ", ".join(f"{m} {scores[m]:.3f}" for m in R2), flush=True)
-    old = pd.read_csv(args.out) if args.out.exists() else None
-    if old is not None:  # a rerun of the same run replaces its rows
-        old = old[~((old.setting == setting) & (old.cell_type == args.cell_type)
-                    & (old.seed == args.seed))]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat([old, pd.DataFrame(rows)], ignore_index=True).to_csv(args.out, index=False)
+    # the one record's writer: a rerun of the same run replaces its rows
+    Record(args.out, key=["setting", "cell_type", "seed", "epoch"], leading=[]).append(rows)
     return 0
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scgen_ablation.ablation_record import Record
+from scgen_ablation.record import Record
 from scgen_ablation.comparison import reference_runs
 from scgen_ablation.planning import UsageError, parse_parameters
 from scgen_ablation.data import holdable_types_of

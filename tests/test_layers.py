@@ -192,7 +192,7 @@ def test_only_runs_their_runner_closed_finished_count():
 # (the command line, runner, last: nothing imports it)
 ORDER = ["config", "paths", "data", "model", "training", "store", "trainings", "responses",
          "prediction", "metrics", "experiment", "plots", "tracking", "stages", "study",
-         "comparison", "study_report", "planning", "pools", "jobs", "study_record",
+         "comparison", "study_report", "record", "planning", "pools", "jobs", "study_record",
          "ablation_report", "ablation_record", "runner"]
 
 

@@ -8,6 +8,7 @@ import yaml
 
 from scgen_ablation import ablation_record, planning, stages
 from scgen_ablation.config import ScGenConfig
+from scgen_ablation.record import Record
 
 pytestmark = [pytest.mark.kang]
 
@@ -137,7 +138,7 @@ def test_a_field_added_later_keeps_the_keys_of_the_trainings_made_before_it():
 
 
 def _append_rows(path, first, count):
-    record = ablation_record.Record(path)
+    record = Record(path)
     for i in range(first, first + count):
         record.append([{"dataset": "d", "stage": "s", "variant": "v", "held_out_cell_type": f"t{i}",
                         "seed": 0,
@@ -160,7 +161,7 @@ def test_two_processes_appending_to_one_record_lose_no_rows(tmp_path):
 
 def test_a_record_with_its_own_key_replaces_a_rerun_and_keeps_its_columns(tmp_path):
     # the stopping benchmark's runs: one row per (rule, type, seed), columns as written
-    record = ablation_record.Record(tmp_path / "runs.csv", key=["rule", "cell_type", "seed"],
+    record = Record(tmp_path / "runs.csv", key=["rule", "cell_type", "seed"],
                                     leading=[])
     record.append([{"rule": "a", "cell_type": "B", "seed": 0, "r2_mean_all": 0.5, "device": "cpu"}])
     record.append([{"rule": "a", "cell_type": "NK", "seed": 0, "r2_mean_all": 0.6, "device": "cpu"}])
@@ -181,7 +182,7 @@ def test_a_row_made_by_another_training_is_stale_and_remade(tmp_path):
     assert [item["held_out_cell_type"] for item in ablation_record.stale(items, done)] == ["B"]
     assert [[i["held_out_cell_type"] for i in unit]
             for unit in ablation_record.pending_units(items, done)] == [["B"]]
-    record = ablation_record.Record(tmp_path / "record.csv")
+    record = Record(tmp_path / "record.csv")
     record.append(done.to_dict("records"))
     record.append([{**items[0], "status": "ok"}])  # the remade row replaces the stale one
     assert ablation_record.pending_units(items, record.read()) == []

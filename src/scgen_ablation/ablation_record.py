@@ -19,7 +19,6 @@ alone (``ablation_report``).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .ablation_report import KEY, check_rows, read_csv
+from .record import KEY, META, Record, check_rows, read_csv
 from .paths import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
@@ -38,8 +37,6 @@ RECORD = RESULTS_DIR / "ablation_full.csv"
 # the docs whose generated blocks the record's report writes (--report alone rewrites them all)
 REPORTED_DOCS = ("docs/ablation.md", "docs/metrics.md", "docs/datasets.md", "docs/beyond.md",
                  "README.md")
-META = ["training_key", "device", "status", "error", "train_seconds", "epochs_run", "best_epoch",
-        "reused", "source"]
 
 
 def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[dict]:
@@ -199,38 +196,6 @@ def checked_import(rows: pd.DataFrame, planned: dict[tuple, dict], where: str) -
             raise ValueError(f"{where}: metric column {column!r} holds values that are not "
                              f"numbers, e.g. {list(values[pd.to_numeric(values, errors='coerce').isna()][:3])}")
     return rows.to_dict("records")
-
-
-class Record:
-    """The CSV, appended to by several threads or processes: rewritten whole (atomically)
-    under a lock file, so rows with new columns (e.g. bootstrap columns) never misalign
-    and no writer drops another's rows."""
-
-    def __init__(self, path: Path, key: list[str] = KEY, leading: list[str] = META):
-        self.path = Path(path)
-        self.key = list(key)  # a row replaces an older one with the same values of these
-        self.leading = [c for c in leading if c not in self.key]  # columns after the key
-        self.lock = threading.Lock()
-
-    def read(self) -> pd.DataFrame:
-        """The rows so far (none for a missing or empty file); a file that is not a record
-        (key columns missing, a seed that is not a whole number) is a clear error."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return pd.DataFrame(columns=self.key)
-        return check_rows(pd.read_csv(self.path), f"record {self.path}", self.key)
-
-    def append(self, rows: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock, open(self.path.with_suffix(".lock"), "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            table = pd.concat([self.read(), pd.DataFrame(rows)], ignore_index=True)
-            table = table.drop_duplicates(self.key, keep="last")
-            first = self.key + [c for c in self.leading if c in table]
-            table = table[first + [c for c in table.columns if c not in first]]
-            descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            os.close(descriptor)
-            table.to_csv(temporary, index=False)
-            os.replace(temporary, self.path)
 
 
 def log_rows(rows: list[dict], items: dict, experiment: str | None,

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .metrics import BASELINES, FIELD_METRICS, LOWER_IS_BETTER, METRIC_LABELS, METRICS
 from .paths import PROJECT_ROOT
+from .record import check_rows, read_csv
 from .study_report import ABLATION_BLOCKS, markdown, write_blocks
 
 REFERENCE = "authors' scGen (reference)"
@@ -36,32 +37,6 @@ SHORT = {"r2_mean_all": "R² mean, all", "r2_mean_top100": "R² mean, top-100",
          "pcc_delta_all": "r of change, all", "pcc_delta_top100": "r of change, top-100",
          "deg_overlap_top100": "DEGs found", "deg_direction_top100": "DEG direction",
          "edistance": "E-distance ↓"}
-
-
-# one row of the record; a row made on one dataset never counts for another
-KEY = ["dataset", "stage", "variant", "held_out_cell_type", "seed"]
-
-
-def read_csv(path: Path) -> pd.DataFrame:
-    """A CSV of rows, or a ValueError that names the file (missing, empty, not a CSV)."""
-    try:
-        return pd.read_csv(path)
-    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} cannot be read as a CSV of rows: {error}") from None
-
-
-def check_rows(rows: pd.DataFrame, where: str, key: list[str] = KEY) -> pd.DataFrame:
-    """``rows`` with whole-number seeds, or a ValueError that names the bad column or rows."""
-    missing = [c for c in key if c not in rows]
-    if missing:
-        raise ValueError(f"{where}: column(s) {missing} missing; a record row has {key}")
-    seeds = pd.to_numeric(rows["seed"], errors="coerce")
-    bad = rows.index[seeds.isna() | (seeds % 1 != 0)]
-    if len(bad):
-        raise ValueError(f"{where}: seed is not a whole number in row(s) "
-                         f"{[int(i) + 2 for i in bad[:5]]} (line numbers): "
-                         f"{list(rows.loc[bad[:5], 'seed'])}")
-    return rows.astype({"seed": int})
 
 
 def load(csv: Path) -> pd.DataFrame:

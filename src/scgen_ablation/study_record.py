@@ -87,16 +87,14 @@ def main(argv=None) -> int:
         finished = in_subprocesses(pending(done, args, predictions), args)
     else:
         finished = in_process(pending(done, args, predictions), args, predictions)
+    from .record import Record
+
     new = 0
     for seed, cell_type, rows in finished:
         table = pd.DataFrame(rows)
-        if out.exists():  # append in the file's column order, or refuse a changed schema
-            columns = pd.read_csv(out, nrows=0).columns
-            if set(columns) != set(table.columns):
-                raise SystemExit(f"{out} has columns {list(columns)}, these rows have "
-                                 f"{list(table.columns)}: use another --out")
-            table = table[columns]
-        table.to_csv(out, mode="a", header=not out.exists(), index=False)
+        # the record's one writer: under its lock, rewritten atomically, a row's key once
+        key = [c for c in ("cell_type", "seed", "lever", "kind", "prediction") if c in table]
+        Record(out, key=key, leading=[]).append(rows)
         new += len(table)
         if not args.no_mlflow:
             log(args.experiment, rows, cell_type, seed, args.epochs)
