@@ -16,9 +16,10 @@ import scgen_ablation as sa  # noqa: E402
 
 
 def main(cell_type, max_epochs, seed, out_dir, data_path, preset_name="paper", keys="{}"):
+    keys = json.loads(keys)
     config = sa.preset(preset_name, held_out_cell_type=cell_type, epochs=max_epochs, seed=seed,
-                       **json.loads(keys))
-    adata = sa.load(data_path)
+                       **keys)
+    adata = sa.load(data_path, **keys)
     split = sa.split_held_out(adata, config)
     tic = time.perf_counter()
     model = sa.train(split.train, config, progress=False)

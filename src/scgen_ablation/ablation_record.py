@@ -95,33 +95,28 @@ def score_unit(unit: list[dict], store=None, threads: int | None = None) -> list
     """
     from .config import ScGenConfig
     from .data import load_for
-    from .experiment import assess, prepare
+    from .experiment import score_variants
     from .model import pick_device
-    from .store import TrainingStore, train_stored
+    from .store import TrainingStore
 
     configs = [ScGenConfig.from_dict(item["config"]) for item in unit]
     if threads is not None:  # held through DEG ranking and training (training.limit_threads)
         configs = [config.replace(num_threads=threads) for config in configs]
     first = configs[0]
     adata = load_for(first)
-    split, degs = prepare(adata, first)
     try:
-        model = (None if all(config.delta_space == "pca" for config in configs)  # no model used
-                 else train_stored(adata, split.train, first, store or TrainingStore(),
-                                   progress=False))
+        model, results = score_variants(adata, first, dict(enumerate(configs)),
+                                        store=store or TrainingStore(), train_if_unused=False)
     except FloatingPointError as error:  # a result too: this setting diverged here
         return [{**{k: item[k] for k in KEY}, "training_key": item["training_key"],
                  "device": pick_device(first.device).type, "status": "diverged",
                  "error": str(error)} for item in unit]
-    scored: dict[str, dict] = {}  # identical configs (stage 02 = stage 03 at beta 1) once
-    rows = []
-    for item, config in zip(unit, configs):
-        if config.digest() not in scored:
-            scored[config.digest()] = assess(model, split, degs, config).metrics
+    rows = []  # identical configs (stage 02 = stage 03 at beta 1) are scored once
+    for index, item in enumerate(unit):
         trained = {"device": model.trained_on, "train_seconds": model.train_seconds,
                    "reused": model.reused} if model else {"device": "cpu"}
         rows.append({**{k: item[k] for k in KEY}, "training_key": item["training_key"],
-                     "status": "ok", **trained, **scored[config.digest()]})
+                     "status": "ok", **trained, **results[index].metrics})
     return rows
 
 

@@ -85,6 +85,33 @@ def prepare(adata: ad.AnnData, config: ScGenConfig) -> tuple[Split, list[str]]:
     return split, metrics.top_degs(split, config)
 
 
+def score_variants(adata: ad.AnnData, training: ScGenConfig, variants: dict[str, ScGenConfig], *,
+                   store: TrainingStore | None = None, callback: EpochCallback | None = None,
+                   checkpoint_path: str | Path | None = None, progress: bool = False,
+                   train_if_unused: bool = True) -> tuple[TrainedModel | None, dict[str, Result]]:
+    """Train once, score many: hold out ``training``'s cell type, train ``training`` (or load
+    it from ``store``), and score each of ``variants`` (name -> config) on that one model.
+
+    The variants must differ from ``training`` only in how they predict (one training
+    key); identical configs are scored once.  With ``train_if_unused=False`` nothing is
+    trained when no variant uses a model (all ``delta_space="pca"``).  Every "train once,
+    score each variant" of the package (a notebook's run, the small-data study's levers,
+    the ablation record's rows) goes through here.
+    """
+    split, degs = prepare(adata, training)
+    unused = all(config.delta_space == "pca" for config in variants.values())
+    model = (None if unused and not train_if_unused else
+             train_stored(adata, split.train, training, store, callback=callback,
+                          checkpoint_path=checkpoint_path, progress=progress))
+    scored: dict[str, Result] = {}
+    results = {}
+    for name, config in variants.items():
+        if config.digest() not in scored:
+            scored[config.digest()] = assess(model, split, degs, config)
+        results[name] = scored[config.digest()]
+    return model, results
+
+
 def run(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | None = None,
         checkpoint_path: str | Path | None = None, progress: bool = True,
         store: TrainingStore | None = None) -> Result:
@@ -93,10 +120,9 @@ def run(adata: ad.AnnData, config: ScGenConfig, *, callback: EpochCallback | Non
     With a training ``store`` the model is loaded from it when this training
     was made before (by any stage or variant), and saved to it otherwise.
     """
-    split, degs = prepare(adata, config)
-    model = train_stored(adata, split.train, config, store, callback=callback,
-                         checkpoint_path=checkpoint_path, progress=progress)
-    return assess(model, split, degs, config)
+    _, results = score_variants(adata, config, {"": config}, store=store, callback=callback,
+                                checkpoint_path=checkpoint_path, progress=progress)
+    return results[""]
 
 
 def metrics_table(result: Result, label: str = "model") -> pd.DataFrame:

@@ -37,10 +37,10 @@ import pandas as pd
 
 from .config import ScGenConfig
 from .data import resolve_path
-from .experiment import assess, prepare
+from .experiment import prepare, score_variants
 from .metrics import HEADLINE_METRICS, LOWER_IS_BETTER
 from .stages import load_stage
-from .store import TrainingStore, train_stored
+from .store import TrainingStore
 
 RANKED_METRICS = HEADLINE_METRICS
 # A second rule, stated in docs/metrics.md before it was applied: the same ranking on
@@ -62,12 +62,12 @@ def evaluate_prediction_levers(adata: ad.AnnData, config: ScGenConfig,
 
     Returns one row per lever: cell type, seed, lever, metrics (model and baselines).
     """
-    split, degs = prepare(adata, config)
-    model = train_stored(adata, split.train, config.replace(keep_best=False), store,
-                         callback=callback, progress=False)
+    model, results = score_variants(
+        adata, config.replace(keep_best=False),
+        {lever: config.replace(**changes) for lever, changes in levers.items()},
+        store=store, callback=callback)
     rows = []
-    for lever, changes in levers.items():
-        result = assess(model, split, degs, config.replace(**changes))
+    for lever, result in results.items():
         rows.append({"cell_type": config.held_out_cell_type, "seed": config.seed,
                      "lever": lever, "kind": "prediction", "train_seconds": model.train_seconds,
                      "device": model.trained_on, **result.metrics})
@@ -84,12 +84,12 @@ def evaluate_training_lever(adata: ad.AnnData, config: ScGenConfig, lever: str,
     """
     if lever not in TRAINING_LEVERS:
         raise KeyError(f"unknown training lever {lever!r}; known: {list(TRAINING_LEVERS)}")
-    split, degs = prepare(adata, config)
     variant = config.replace(**TRAINING_LEVERS[lever])
-    model = train_stored(adata, split.train, variant, store, progress=False)
+    model, results = score_variants(
+        adata, variant, {p: variant.replace(**PREDICTION_LEVERS[p]) for p in predictions},
+        store=store)
     rows = []
-    for prediction in predictions:
-        result = assess(model, split, degs, variant.replace(**PREDICTION_LEVERS[prediction]))
+    for prediction, result in results.items():
         rows.append({"cell_type": config.held_out_cell_type, "seed": config.seed,
                      "lever": lever, "kind": "training", "prediction": prediction,
                      "train_seconds": model.train_seconds, "device": model.trained_on,
