@@ -240,3 +240,15 @@ def test_parallel_jobs_append_each_run_once(tmp_path):
     assert imported.returncode == 0 and "2 new rows" in imported.stdout, imported.stderr[-2000:]
     merged = pd.read_csv(other)
     assert len(merged) == 4 and sorted(merged["cell_type"]) == ["B", "B", "NK", "NK"]
+
+
+def test_stage_07s_pick_is_its_winner_only_where_the_winner_passed_on_every_dataset():
+    """docs/datasets.md: stage 07's winner is kept as the stage's pick only if its committed
+    verdict passes on every dataset judged; otherwise the pick is the status quo."""
+    from scgen_ablation.stages import load_stage
+
+    verdicts = pd.read_csv(RESULTS / "dataset_verdicts.csv")
+    rule = verdicts[verdicts["rule"] == "stage 07's winner"]
+    assert rule["dataset"].nunique() >= 2
+    passed = (rule["passed"] == "yes").all()
+    assert load_stage("07_beyond")["pick"] == ("per-cell transport" if passed else "scGen delta")
