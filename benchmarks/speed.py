@@ -1,10 +1,11 @@
 """Training speed of both presets against what the hardware must do (a benchmark, not a test).
 
     python benchmarks/speed.py [--epochs 5] [--batch-size 32] [--threads N] [--device cuda]
+                               [--dataset kang]
 
 Trains the ``paper`` and the ``kang_picks`` preset, in the same run, on every
-cell of kang_pbmc_scgen.h5ad (1,975 x 6,998; no validation split, no early
-stopping) and prints seconds per epoch (median of epochs 2 on), next to the
+cell of a dataset (by default kang_pbmc_scgen.h5ad, 1,975 x 6,998; no validation
+split, no early stopping) and prints seconds per epoch (median of epochs 2 on), next to the
 *floor*, measured in the same process on the same device:
 
 - the linear layers' matrix products, run bare (three per layer and batch:
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -75,11 +77,11 @@ def optimizer_floor(module, n_cells, batch_size, config, device, repeats=3) -> f
     return float(np.median(timings[1:]))
 
 
-def measure(adata, preset_name: str, args) -> dict:
+def measure(adata, preset_name: str, args, fields: dict) -> dict:
     import scgen_ablation as sa
     from scgen_ablation.model import ScGenModule, pick_device
 
-    config = sa.preset(preset_name, epochs=args.epochs, batch_size=args.batch_size,
+    config = sa.preset(preset_name, **fields, epochs=args.epochs, batch_size=args.batch_size,
                        validation_fraction=0.0, early_stopping_patience=None, device=args.device)
     model = sa.train(adata, config, progress=False)
     seconds = [h["seconds"] for h in model.history]
@@ -98,6 +100,7 @@ def measure(adata, preset_name: str, args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="kang", help="a data.DATASETS name or an .h5ad path")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
@@ -113,11 +116,14 @@ def main(argv=None) -> int:
 
     import scgen_ablation as sa
 
-    adata = sa.load("kang")
-    rows = [measure(adata, name, args) for name in args.presets]
+    from scgen_ablation import data
+
+    fields = {"dataset": args.dataset, **data.dataset_fields(args.dataset)}  # keys, preprocessing
+    adata = data.load_for(sa.preset("paper", **fields))
+    rows = [measure(adata, name, args, fields) for name in args.presets]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     name = torch.cuda.get_device_name() if rows[0]["device"] == "cuda" else "CPU"
-    print(f"data     kang_pbmc_scgen.h5ad, {adata.n_obs} cells x {adata.n_vars} genes")
+    print(f"data     {Path(adata.uns['source_file']).name}, {adata.n_obs} cells x {adata.n_vars} genes")
     print(f"device   {name}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size}, median of epochs 2-{args.epochs}")
     print(f"{'preset':<12} {'s/epoch':>8} {'matmuls':>8} {'adam':>8} {'floor':>8} {'ratio':>6} "

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scgen_ablation.record import Record
+from scgen_ablation.record import Record, pending
 from scgen_ablation.comparison import reference_runs
 from scgen_ablation.planning import UsageError, parse_parameters
 from scgen_ablation.data import holdable_types_of
@@ -78,21 +78,19 @@ def run(args) -> int:
     changes = candidate_of(args.set)
     rule = rule_name(changes, args.preset)
     record = Record(args.out, key=["rule", "cell_type", "seed"], leading=[])
-    done = record.read()
-    have = set(zip(done["rule"], done["cell_type"], done["seed"].astype(int)))
+    planned = [{"rule": rule, "cell_type": cell_type, "seed": seed} for seed in args.seeds
+               for cell_type in args.cell_types or holdable_types_of("kang")]
     adata = load("kang")
-    for seed in args.seeds:
-        for cell_type in args.cell_types or holdable_types_of("kang"):
-            if (rule, cell_type, seed) in have:
-                continue
-            # as the study's converged runs were made (the paper's schedule), then the rule
-            config = study_config(cell_type, seed, 100, args.preset).replace(
-                **changes, num_threads=args.threads)
-            row = study.evaluate_prediction_levers(adata, config, levers={"paper": {}})[0]
-            row = {"rule": rule, **{k: v for k, v in row.items() if k not in ("lever", "kind")}}
-            record.append([row])  # under a lock: several processes may share --out
-            print(f"{cell_type}, seed {seed}: {row['epochs_run']:.0f} epochs, "
-                  f"{row['train_seconds']:.0f} s, r2_mean_all {row['r2_mean_all']:.3f}", flush=True)
+    for todo in pending(planned, record.read(), record.key):
+        cell_type, seed = todo["cell_type"], todo["seed"]
+        # as the study's converged runs were made (the paper's schedule), then the rule
+        config = study_config(cell_type, seed, 100, args.preset).replace(
+            **changes, num_threads=args.threads)
+        row = study.evaluate_prediction_levers(adata, config, levers={"paper": {}})[0]
+        row = {"rule": rule, **{k: v for k, v in row.items() if k not in ("lever", "kind")}}
+        record.append([row])  # under a lock: several processes may share --out
+        print(f"{cell_type}, seed {seed}: {row['epochs_run']:.0f} epochs, "
+              f"{row['train_seconds']:.0f} s, r2_mean_all {row['r2_mean_all']:.3f}", flush=True)
     return 0
 
 

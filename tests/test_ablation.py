@@ -1,5 +1,6 @@
 """The ablation: notebooks through papermill, the runner, MLflow read back."""
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -69,12 +70,12 @@ def test_every_stage_has_a_notebook():
 
 @pytest.fixture(scope="module")
 def ablation_store(tmp_path_factory):
-    """Every stage run once through the runner with tiny parameters."""
+    """Every stage run once through the runner with tiny parameters, two jobs at a time."""
     folder = tmp_path_factory.mktemp("ablation")
     uri = tracking.store_uri(folder / "mlruns")
     jobs = planning.plan("tiny", profiles_path=write_profiles(folder))
     before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
-    run_jobs(jobs, uri=uri, experiment="kang", out_dir=folder / "runs")
+    run_jobs(jobs, uri=uri, experiment="kang", out_dir=folder / "runs", jobs_in_parallel=2)
     after = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
     assert after == before, "notebooks wrote files into notebooks/"
     return uri, jobs, folder
@@ -90,6 +91,11 @@ def test_every_notebook_runs_and_logs_the_named_metrics(ablation_store):
     for run in runs:
         assert run.info.status == "FINISHED", run.info.run_name
         by_stage.setdefault(run.data.tags.get("stage_name"), []).append(run)
+    # the UI draws each stage in its own colour: every run of a stage, parent or result
+    colours = {stage: {r.data.tags.get("mlflow.runColor") for r in stage_runs}
+               for stage, stage_runs in by_stage.items()}
+    assert all(len(c) == 1 and None not in c for c in colours.values()), colours
+    assert len({c.pop() for c in colours.values()}) == len(TINY["stages"])
     results = [r for r in runs if r.data.tags.get("level") == "result"]
     # 01, 02: one each; 03: two betas; 04: three variants; 05: two cell types;
     # 06: every prediction lever on one cell type, then one training lever scored under
@@ -148,6 +154,7 @@ def test_executed_notebooks_show_no_warnings_and_their_figures(ablation_store):
 def test_runner_isolates_a_failing_notebook(tmp_path, capsys):
     profiles = write_profiles(
         tmp_path, stages=["01_autoencoder", "02_vae", "00_data"],
+        parameters={**TINY["parameters"], "make_plots": False},  # figures are checked above
         # a failure no plan can foresee: the training diverges inside the notebook (a held-out
         # type not in the data is refused by the runner before any run, tests/test_trust.py)
         stage_parameters={"02_vae": {"overrides": {"learning_rate": 1.0e12}}})
@@ -257,6 +264,14 @@ def test_mlflow_server_on_loopback_serves_the_runners_runs(mlflow_server):
     # the experiment opens in MLflow's model-training view, not the GenAI one
     kind = {t["key"]: t["value"] for t in experiment.get("tags", [])}
     assert kind.get("mlflow.experimentKind") == "custom_model_development"
+    # the shared view: R² columns, run names given room (the UI sizes only ordered columns),
+    # and a charts filter that keeps exactly the four R² of everything the runs logged
+    view = json.loads(kind[tracking.VIEW_TAG])
+    assert view["selectedColumns"][:len(METRICS)] == [f"metrics.`{m}`" for m in METRICS]
+    assert set(view["columnWidths"]) <= set(view["columnOrder"]) and view["columnWidths"]
+    logged = {m["key"] for run in top["runs"] for m in run["data"]["metrics"]}
+    charted = {m for m in logged if re.search(view["chartsSearchFilter"], m, re.IGNORECASE)}
+    assert charted == set(METRICS), charted
 
 
 @pytest.mark.skipif(not any(__import__("shutil").which(b) for b in ("chromium", "chromium-browser")),

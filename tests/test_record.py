@@ -1,6 +1,7 @@
 """The ablation record: the profile's rows, one training each, resumable, and its report."""
 import io
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -256,6 +257,8 @@ def test_the_record_loads_into_mlflow_once_as_result_runs_the_comparison_leaves_
                                      first["held_out_cell_type"], first["seed"])]
     assert run.info.status == "FINISHED" and run.data.tags["device"] == str(first["device"])
     assert run.data.metrics["r2_mean_all"] == round(first["r2_mean_all"], 4)
+    colours = {r.data.tags["stage"]: r.data.tags["mlflow.runColor"] for r in runs}
+    assert colours == {s: tracking.STAGE_COLOURS[s] for s in ("05", "07")}  # as the notebooks'
     assert comparison.result_runs(tracking.runs_table("kang", uri=uri)).empty
     # a row the record no longer holds (remade by another training, renamed) leaves the UI
     renamed = sample.assign(variant=sample["variant"].where(sample.index != sample.index[0], "x"))
@@ -263,3 +266,64 @@ def test_the_record_loads_into_mlflow_once_as_result_runs_the_comparison_leaves_
     runs = client.search_runs([client.get_experiment_by_name("kang").experiment_id],
                               "tags.source = 'record'")
     assert len(runs) == 5 and run.info.run_id not in {r.info.run_id for r in runs}
+
+
+def test_every_result_run_is_written_one_way(tracking_store, tmp_path):
+    """tracking.result_run: the ablation record's rows, the study's rows and the notebooks'
+    variants all get the same name, tags and colour; nested under a stage run or alone."""
+    import threading
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from scgen_ablation import study, tracking
+
+    row = {"dataset": "kang", "stage": "07_beyond", "variant": "PCA · per-cell transport",
+           "held_out_cell_type": "CD4T", "seed": 0, "training_key": "k", "device": "cpu",
+           "r2_mean_all": 0.91, "edistance": float("nan")}
+    ablation_record.log_rows([row], {}, "kang", threading.Lock())  # a run of its own
+    tracking.start(experiment="kang", run_name="06_small_data-NK-1")
+    study.log_rows([{"lever": "paper", "cell_type": "NK", "seed": 1, "r2_mean_all": 0.8}],
+                   ScGenConfig(epochs=3))
+    with pytest.raises(RuntimeError):
+        with tracking.result_run("07_beyond", "scGen delta", "NK", 1):
+            raise RuntimeError("scoring failed")
+    parent = mlflow.active_run().info.run_id
+    tracking.finish()
+    assert mlflow.active_run() is None
+
+    client = MlflowClient(tracking_store)
+    runs = {r.info.run_name: r for r in client.search_runs(
+        [client.get_experiment_by_name("kang").experiment_id], "tags.level = 'result'")}
+    alone, nested, failed = (runs["07 PCA transport · CD4T · 0"], runs["06 paper · NK · 1"],
+                             runs["07 scGen δ · NK · 1"])
+    assert "mlflow.parentRunId" not in alone.data.tags
+    assert {nested.data.tags["mlflow.parentRunId"], failed.data.tags["mlflow.parentRunId"]} == {parent}
+    assert (alone.info.status, nested.info.status, failed.info.status) == (
+        "FINISHED", "FINISHED", "FAILED")
+    for run, stage in ((alone, "07"), (nested, "06"), (failed, "07")):
+        assert run.data.tags["stage"] == stage
+        assert run.data.tags["mlflow.runColor"] == tracking.STAGE_COLOURS[stage]
+    assert alone.data.tags["device"] == "cpu" and alone.data.tags["source"] == "ablation_record"
+    assert alone.data.metrics == {"r2_mean_all": 0.91}  # no seed, no NaN
+    assert nested.data.params["held_out_cell_type"] == "NK" and nested.data.params["seed"] == "1"
+    scores = json.loads(Path(client.download_artifacts(alone.info.run_id, "scores.json",
+                                                       str(tmp_path))).read_text())
+    assert scores["variant"] == row["variant"] and scores["edistance"] is None
+
+
+def test_what_is_left_to_do_is_answered_once(tmp_path):
+    """record.pending: missing rows, and with made_by the rows another training made (stale);
+    seeds read back from the CSV match planned integer seeds."""
+    from scgen_ablation.record import pending
+
+    record = Record(tmp_path / "r.csv", key=["rule", "cell_type", "seed"], leading=[])
+    record.append([{"rule": "a", "cell_type": "B", "seed": 0, "made": "k1", "r2": 0.5},
+                   {"rule": "a", "cell_type": "NK", "seed": 1, "made": "k1", "r2": 0.6}])
+    planned = [{"rule": "a", "cell_type": t, "seed": s, "made": "k1"}
+               for s in (0, 1) for t in ("B", "NK")]
+    done = record.read()
+    assert pending(planned, done, record.key) == [planned[1], planned[2]]
+    moved = [{**row, "made": "k2"} if row["cell_type"] == "NK" else row for row in planned]
+    assert pending(moved, done, record.key, made_by="made") == moved[1:]  # NK seed 1: stale
+    assert pending(planned, done.iloc[:0], record.key) == planned

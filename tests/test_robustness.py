@@ -193,18 +193,21 @@ def test_checkpoints_load_with_weights_only(tmp_path):
 
 def test_rerun_skips_finished_jobs_unless_forced(tmp_path):
     uri = tracking.store_uri(tmp_path / "mlruns")
-    jobs = planning.plan("quick", stages=["00_data"])
-    run_jobs(jobs, uri=uri, out_dir=tmp_path / "runs")
-    assert jobs[0].status == "FINISHED"
-    again = planning.plan("quick", stages=["00_data"])
-    run_jobs(again, uri=uri, out_dir=tmp_path / "runs")
-    assert again[0].status == "SKIPPED" and again[0].run_id == jobs[0].run_id
-    changed = planning.plan("quick", stages=["00_data"], extra_parameters={"n_top_genes": 1000})
-    run_jobs(changed, uri=uri, out_dir=tmp_path / "runs")
-    assert changed[0].status == "FINISHED" and changed[0].run_id != jobs[0].run_id
-    forced = planning.plan("quick", stages=["00_data"])
-    run_jobs(forced, uri=uri, out_dir=tmp_path / "runs", force=True)
-    assert forced[0].status == "FINISHED" and forced[0].run_id != jobs[0].run_id
+    no_plots = {"make_plots": False}  # the job's identity is what is checked, not its figures
+
+    def run(extra=no_plots, force=False):
+        jobs = planning.plan("quick", stages=["00_data"], extra_parameters=extra)
+        run_jobs(jobs, uri=uri, out_dir=tmp_path / "runs", force=force)
+        return jobs[0]
+
+    first = run()
+    assert first.status == "FINISHED"
+    again = run()
+    assert again.status == "SKIPPED" and again.run_id == first.run_id
+    changed = run({**no_plots, "n_top_genes": 1000})
+    assert changed.status == "FINISHED" and changed.run_id != first.run_id
+    forced = run(force=True)
+    assert forced.status == "FINISHED" and forced.run_id != first.run_id
 
 
 CONCURRENT_WRITER = """

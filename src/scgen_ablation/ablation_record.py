@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .record import KEY, META, Record, check_rows, read_csv
+from .record import KEY, META, Record, check_rows, pending, read_csv
 from .paths import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
@@ -77,13 +77,12 @@ def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
 
 
 def pending_units(items: list[dict], done: pd.DataFrame) -> list[list[dict]]:
-    """The rows missing from ``done`` or stale there, grouped by training key (one
-    training each), in plan order; a stale row is replaced when its new row is appended."""
-    made = made_by(done)
+    """The rows missing from ``done`` or stale there (record.pending), grouped by training
+    key (one training each), in plan order; a stale row is replaced when its new row is
+    appended."""
     units: dict[str, list[dict]] = {}
-    for item in items:
-        if made.get(tuple(item[k] for k in KEY)) != item["training_key"]:
-            units.setdefault(item["training_key"], []).append(item)
+    for item in pending(items, done, KEY, made_by="training_key"):
+        units.setdefault(item["training_key"], []).append(item)
     return list(units.values())
 
 
@@ -195,29 +194,20 @@ def checked_import(rows: pd.DataFrame, planned: dict[tuple, dict], where: str) -
 
 def log_rows(rows: list[dict], items: dict, experiment: str | None,
              lock: threading.Lock) -> None:
-    """Each row as an MLflow result run ``<stage>-<variant>-<type>-<seed>`` (tag source=record)."""
+    """Each row as an MLflow result run (tracking.result_run; tag source=ablation_record)."""
     from . import tracking
     from .config import ScGenConfig
-    from .data import resolve_path
 
     with lock:
         for row in rows:
             item = items.get(tuple(row[k] for k in KEY))
-            name = tracking.result_name(row["stage"], row["variant"], row["held_out_cell_type"],
-                                        row["seed"])
-            tracking.start(experiment=experiment or str(row["dataset"]), run_name=name, tags={
-                "stage": str(row["stage"])[:2], "stage_name": row["stage"],
-                "variant": row["variant"], "level": "result", "source": "ablation_record",
-                "training_key": row["training_key"], "device": str(row.get("device", ""))})
-            if item is not None:
-                config = ScGenConfig.from_dict(item["config"])
-                tracking.log_config(config, str(resolve_path(config.dataset)))
-            tracking.log_metrics(digits=4, values={
-                k: v for k, v in row.items() if k not in KEY and isinstance(v, (int, float))
-                and not isinstance(v, bool) and pd.notna(v)})
-            tracking.log_json({k: (None if isinstance(v, float) and pd.isna(v) else v)
-                               for k, v in row.items()}, "scores.json")
-            tracking.finish()
+            with tracking.result_run(
+                    row["stage"], row["variant"], row["held_out_cell_type"], row["seed"],
+                    config=None if item is None else ScGenConfig.from_dict(item["config"]),
+                    experiment=experiment or str(row["dataset"]),
+                    tags={"source": "ablation_record", "training_key": row["training_key"],
+                          "device": str(row.get("device", ""))}):
+                tracking.log_row(row)
 
 
 def record_key(row: dict) -> str:
@@ -269,8 +259,8 @@ def to_mlflow(table: pd.DataFrame, uri: str | None = None) -> int:
                 continue
             tags = {"level": "result", "source": "record", "record_key": key,
                     "record_origin": str(row.get("source") if pd.notna(row.get("source")) else "record"),
-                    "profile": "full (converged record)", "stage": str(row["stage"])[:2],
-                    "stage_name": row["stage"], "variant": row["variant"],
+                    "profile": "full (converged record)", **tracking.stage_tags(row["stage"]),
+                    "variant": row["variant"],
                     "held_out_cell_type": row["held_out_cell_type"], "seed": str(row["seed"]),
                     "training_key": row["training_key"], "device": str(row.get("device", "")),
                     "data_sha256": sha}

@@ -112,11 +112,10 @@ def execute(job: Job, ctx: Context) -> Job:
 
 
 def run_and_close(job: Job, ctx: Context) -> None:
-    stage_number = job.stage.split("_")[0]
     started = time.perf_counter()
     try:
         run = tracking.retry(ctx.client.create_run, ctx.experiment_id, run_name=job.run_name, tags={
-            "stage": stage_number, "stage_name": job.stage, "profile": ctx.profile,
+            **tracking.stage_tags(job.stage), "profile": ctx.profile,
             "runner_job_key": job.key, "git_commit": tracking.git_commit(),
             "owner": tracking.owner_tag(), "data_sha256": job.data_sha256,
             **({"training_key": job.training_key} if isinstance(job.training_key, str) else {}),

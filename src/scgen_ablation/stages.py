@@ -270,7 +270,7 @@ def open_stage(stage: str, *, preset_name: str = "paper", profile_config: dict |
         grid, f"{stage}-{config.held_out_cell_type}-{config.seed}")
     tracking.start(run_id, uri=tracking_uri,
                    experiment=experiment or tracking.experiment_for(config.dataset),
-                   run_name=name, tags={"stage": stage[:2], "stage_name": stage})
+                   run_name=name, tags=tracking.stage_tags(stage))
     # a stage run once per profile holds nothing out: no held-out type or seed to claim
     unused = ("held_out_cell_type", "seed") if grid == "once" else ()
     if not load_stage(stage)["trains"]:  # (00, 08) nothing trained: only what data it read

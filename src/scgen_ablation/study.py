@@ -36,7 +36,6 @@ import anndata as ad
 import pandas as pd
 
 from .config import ScGenConfig
-from .data import resolve_path
 from .experiment import prepare, score_variants
 from .metrics import HEADLINE_METRICS, LOWER_IS_BETTER
 from .stages import load_stage
@@ -238,13 +237,9 @@ def log_rows(rows: list[dict], config: ScGenConfig) -> None:
         variant = config.replace(held_out_cell_type=row["cell_type"], seed=int(row["seed"]),
                                  **levers.get(row["lever"], {}),
                                  **PREDICTION_LEVERS.get(prediction, {}))
-        with tracking.child(tracking.result_name("06", name, row["cell_type"], row["seed"]), tags={
-                "stage": "06", "stage_name": "06_small_data", "variant": name,
-                "level": "result", "device": row.get("device", "")}):
-            tracking.log_config(variant, str(resolve_path(variant.dataset)))
-            tracking.log_metrics(digits=4, values={k: v for k, v in row.items()
-                                  if isinstance(v, (int, float)) and k != "seed"})
-            tracking.log_json(row, "scores.json")  # the row as the study's record holds it
+        with tracking.result_run("06_small_data", name, row["cell_type"], row["seed"],
+                                 config=variant, tags={"device": row.get("device", "")}):
+            tracking.log_row(row)  # the row as the study's record holds it
 
 
 class Recommendation(NamedTuple):

@@ -118,22 +118,26 @@ def study_config(cell_type: str, seed: int, epochs: int, preset_name: str = "pap
 
 
 def pending(done: pd.DataFrame, args, predictions) -> list[tuple]:
-    """(seed, cell type, training lever or None) still to train: with --levers prediction
-    one training per (cell type, seed) scores every prediction lever; a training lever
-    is done once it is scored under every prediction."""
-    todo = []
+    """(seed, cell type, training lever or None) still to train (record.pending over the
+    rows each would make): with --levers prediction one training per (cell type, seed)
+    scores every prediction lever; a training lever is done once it is scored under
+    every prediction."""
+    from .record import pending as missing
+
+    units = {}
     for seed in args.seeds:
         for cell_type in args.cell_types:
-            mine = done[(done.cell_type == cell_type) & (done.seed == seed)]
             if args.levers == "prediction":
-                if not set(study.PREDICTION_LEVERS) <= set(mine["lever"]):
-                    todo.append((seed, cell_type, None))
+                units[(seed, cell_type, None)] = [
+                    {"cell_type": cell_type, "seed": seed, "lever": lever}
+                    for lever in study.PREDICTION_LEVERS]
                 continue
-            have = {lever for lever, group in mine.groupby("lever")
-                    if set(predictions) <= set(group["prediction"])}
-            todo += [(seed, cell_type, lever) for lever in study.TRAINING_LEVERS
-                     if lever not in have and (args.only is None or lever in args.only)]
-    return todo
+            for lever in study.TRAINING_LEVERS:
+                if args.only is None or lever in args.only:
+                    units[(seed, cell_type, lever)] = [
+                        {"cell_type": cell_type, "seed": seed, "lever": lever, "prediction": p}
+                        for p in predictions]
+    return [unit for unit, rows in units.items() if missing(rows, done, list(rows[0]))]
 
 
 def in_process(todo, args, predictions):
@@ -192,7 +196,7 @@ def log(experiment: str, rows: list[dict], cell_type: str, seed: int, epochs: in
     from . import tracking  # tracking imports mlflow: only when logging
 
     tracking.start(experiment=experiment, run_name=f"06_small_data-{cell_type}-{seed}",
-                   tags={"stage": "06", "stage_name": "06_small_data"})
+                   tags=tracking.stage_tags("06_small_data"))
     study.log_rows(rows, study_config(cell_type, seed, epochs))
     tracking.finish()
 

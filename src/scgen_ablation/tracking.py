@@ -37,7 +37,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from . import plots
-from .data import DATASETS, data_checksum
+from .data import DATASETS, data_checksum, resolve_path
 from .metrics import METRICS
 from .paths import MLRUNS_DIR, PROJECT_ROOT
 
@@ -55,8 +55,27 @@ EXPERIMENT_TAGS = {
         # pcc_*) would come first and push R² off a laptop screen; they are a click away
         "selectedColumns": [f"metrics.`{m}`" for m in METRICS]
         + [f"tags.`{t}`" for t in ("covers", "source", "variant", "held_out_cell_type", "seed")],
-        "orderByKey": "attributes.start_time", "orderByAsc": False}),
+        "orderByKey": "attributes.start_time", "orderByAsc": False,
+        # run names ("07 PCA transport (kang_picks) · CD4T · 0") readable, not cut at 20 characters
+        # (the UI applies a width only to a column listed in columnOrder)
+        "columnOrder": ["attributes.`Run Name`"], "columnWidths": {"attributes.`Run Name`": 330},
+        # the charts view opens on the four R² (a regex over metric names, shown in its search
+        # box): the baselines' 40 other charts, some all 0.00, are one clear-click away
+        "chartsSearchFilter": "^r2_(mean|var)_(all|top100)$"}),
 }
+# One colour per stage in the UI's charts and runs table (the UI reads the tag
+# ``mlflow.runColor`` of each run it loads; without it, colours cycle per run and
+# unlike stages can share one).
+STAGE_COLOURS = {"00": "#7f7f7f", "01": "#1f77b4", "02": "#ff7f0e", "03": "#2ca02c",
+                 "04": "#d62728", "05": "#9467bd", "06": "#8c564b", "07": "#e377c2",
+                 "08": "#17becf"}
+
+
+def stage_tags(stage: str) -> dict[str, str]:
+    """The tags that place a run in its stage: number, name and the stage's colour."""
+    number = str(stage)[:2]
+    return {"stage": number, "stage_name": str(stage),
+            **({"mlflow.runColor": STAGE_COLOURS[number]} if number in STAGE_COLOURS else {})}
 
 
 def store_uri(store: str | Path) -> str:
@@ -508,22 +527,63 @@ def result_name(stage: str, variant: str, cell_type: str, seed) -> str:
     return f"{str(stage)[:2]} {variant} · {cell_type} · {seed}"
 
 
+@contextlib.contextmanager
+def result_run(stage: str, variant: str, cell_type: str, seed, *, config=None,
+               data_path: str | None = None, tags: dict | None = None,
+               experiment: str | None = None):
+    """The one way a result run is written: one held-out run of a stage's variant.
+
+    Named by :func:`result_name`, tagged with its stage (and colour), variant and
+    ``level=result`` (the comparison reads only such runs), with ``config`` logged
+    when given (its data file: ``data_path``, or the config's dataset). Nested under
+    the active run if there is one (a notebook's stage run), otherwise a run of its
+    own in ``experiment``. It ends FAILED if the block raises.
+    """
+    name = result_name(stage, variant, cell_type, seed)
+    tags = {**stage_tags(stage), "variant": variant, "level": "result", **(tags or {})}
+
+    def describe():
+        if config is not None:
+            log_config(config, data_path or str(resolve_path(config.dataset)))
+
+    if mlflow.active_run() is not None:
+        with child(name, tags=tags) as run:
+            describe()
+            yield run
+        return
+    run = start(experiment=experiment or "kang", run_name=name, tags=tags)
+    try:
+        describe()
+        yield run
+    except BaseException:
+        finish("FAILED")
+        raise
+    finish()
+
+
 def variant_run(stage: str, variant: str, config, data_path: str,
                 compute: Callable, *, make_plots: bool = True, log_model: bool = True):
     """One logged nested run: a stage's variant, computed and scored.
 
-    Opens a child run named by :func:`result_name`, logs
-    ``config``, calls ``compute(config)`` (which returns an experiment
-    ``Result``), and logs its metrics, figures and (with ``log_model``) model.
-    The child ends FAILED if ``compute`` raises.
+    Opens a :func:`result_run`, calls ``compute(config)`` (which returns an
+    experiment ``Result``), and logs its metrics, figures and (with
+    ``log_model``) model. The run ends FAILED if ``compute`` raises.
     """
-    name = result_name(stage, variant, config.held_out_cell_type, config.seed)
-    with child(name, tags={"stage": stage[:2], "stage_name": stage, "variant": variant}):
-        log_config(config, data_path)
+    with result_run(stage, variant, config.held_out_cell_type, config.seed, config=config,
+                    data_path=data_path):
         result = compute(config)
         log_result(result, plots.standard_figures(result, with_umap=False) if make_plots else None,
                    log_model=log_model)
     return result
+
+
+def log_row(row: dict, digits: int = 4) -> None:
+    """A record row in the active result run: its numbers as metrics, the row as scores.json."""
+    log_metrics(digits=digits, values={
+        k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        and k != "seed" and pd.notna(v)})
+    log_json({k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.items()},
+             "scores.json")
 
 
 def runs_table(experiment: str = "kang", uri: str | None = None, filter_string: str = ""):
