@@ -132,7 +132,8 @@ def run_and_close(job: Job, ctx: Context) -> None:
         job.output.parent.mkdir(parents=True, exist_ok=True)
         log = job.output.with_suffix(".log")
         parameters = {**job.parameters, "mlflow_tracking_uri": ctx.job_uri,
-                      "mlflow_experiment": ctx.experiment, "mlflow_run_id": job.run_id}
+                      "mlflow_experiment": ctx.experiment, "mlflow_run_id": job.run_id,
+                      **({"config": job.config.to_dict()} if job.config is not None else {})}
         command = [sys.executable, "-m", "papermill", str(job.notebook), str(job.output),
                    "-y", yaml.safe_dump(parameters), "--cwd", str(NOTEBOOK_DIR), "-k", "python3",
                    "--no-progress-bar"]

@@ -35,7 +35,9 @@ from .store import TrainingStore
 
 
 # parameters every stage notebook has, which the runner sets itself
-RUNNER_PARAMETERS = ("mlflow_tracking_uri", "mlflow_experiment", "mlflow_run_id")
+# what the runner itself passes each notebook (never a -p or profile key): where to log,
+# and the job's effective config, built once here (Job.config)
+RUNNER_PARAMETERS = ("mlflow_tracking_uri", "mlflow_experiment", "mlflow_run_id", "config")
 
 
 class UsageError(ValueError):
@@ -129,7 +131,7 @@ def route(values: dict, accepts: set[str], where: str, into: dict, config_layer:
             into[name] = value
         else:
             raise UsageError(f"{where}: {name!r} is neither a config field nor a parameter of "
-                             f"{notebook}; its parameters: {sorted(accepts - set(RUNNER_PARAMETERS))}")
+                             f"{notebook}; its parameters: {sorted(accepts)}")
 
 
 def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path | None = None,
@@ -170,7 +172,7 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
     jobs = []
     for stage in loaded:
         name, notebook = stage["name"], NOTEBOOK_DIR / stage["notebook"]
-        accepts = set(notebook_parameters(notebook))
+        accepts = set(notebook_parameters(notebook)) - set(RUNNER_PARAMETERS)  # the runner's own
         unclaimed -= accepts
         parameters, profile_config, overrides = {}, {}, {}
         where = f"profile {profile_name!r}"

@@ -10,8 +10,10 @@ a notebook trains with is built in layers, each overriding the one before::
       -> what the user passes (``runner -p`` or ``papermill -p``; None = unset)
       -> ``overrides``
 
-:func:`stage_config` is that order, in one place: the notebooks (through
-:func:`open_stage`) and the runner's ``--dry-run`` both call it.
+:func:`stage_config` is that order, in one place. The runner calls it once
+per job (``planning.plan``, what ``--dry-run`` prints) and passes the result
+to the notebook whole (its ``config`` parameter); a notebook run by hand
+(``config`` None) calls it through :func:`open_stage`, from the same layers.
 """
 from __future__ import annotations
 
@@ -252,18 +254,23 @@ def stage_config(stage: str, preset_name: str = "paper", profile_config: dict | 
 def open_stage(stage: str, *, preset_name: str = "paper", profile_config: dict | None = None,
                overrides: dict | None = None, tracking_uri: str | None = None,
                experiment: str | None = None, run_id: str | None = None,
-               varies: tuple[str, ...] = (), **parameters):
+               varies: tuple[str, ...] = (), config: dict | None = None, **parameters):
     """What every stage notebook does first: config, data, and its MLflow run.
 
-    Builds the config with :func:`stage_config`, loads the data, opens the
-    run (the runner's ``run_id``, else a new run in the dataset's experiment)
-    and logs the config, less the fields its variants sweep (``varies``).
-    Returns ``(config, adata)``.
+    The config is the runner's (``config``, built once by ``planning.plan``:
+    what ``runner --dry-run`` shows), or, in a notebook run by hand, built here
+    by the same :func:`stage_config` from the same layers. Then loads the data,
+    opens the run (the runner's ``run_id``, else a new run in the dataset's
+    experiment) and logs the config, less the fields its variants sweep
+    (``varies``). Returns ``(config, adata)``.
     """
     from . import tracking
     from .data import load_for
 
-    config = stage_config(stage, preset_name, profile_config, parameters, overrides)
+    if config is None:
+        config = stage_config(stage, preset_name, profile_config, parameters, overrides)
+    else:
+        config = ScGenConfig.from_dict(config)
     adata = load_for(config)
     grid = load_stage(stage)["grid"]
     name = {"once": stage, "seed": f"{stage}-{config.seed}"}.get(
