@@ -423,3 +423,26 @@ def test_the_thread_count_holds_during_training_after_the_deg_ranking():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[1, 1] 1"
+
+
+def test_a_notebook_run_by_hand_builds_the_config_the_runner_hands_it():
+    """The runner passes each notebook its config whole; by hand (config None, the same
+    parameters through papermill -y) the notebook's parameters cell and stage_config make
+    the same config, for every job of both profiles."""
+    import json as json_
+
+    from scgen_ablation import stages
+
+    for profile in ("quick", "full"):
+        for job in planning.plan(profile):
+            if job.config is None:
+                continue
+            cells = json_.loads(job.notebook.read_text())["cells"]
+            source = next("".join(c["source"]) for c in cells
+                          if "parameters" in c["metadata"].get("tags", []))
+            namespace: dict = {}
+            exec(source, namespace)  # the notebook's defaults, as papermill leaves them
+            assert namespace["config"] is None, job.notebook.name
+            namespace.update(job.parameters)  # what papermill injects (the runner adds config)
+            by_hand = stages.stage_config(job.stage, **stages.config_layers(namespace))
+            assert by_hand == job.config, (profile, job.run_name)
