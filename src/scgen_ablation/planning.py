@@ -227,8 +227,9 @@ def plan(profile_name: str, stages: list[str] | None = None, profiles_path: Path
                     config = stage_config(name, **config_layers(values))
                 except (KeyError, ValueError, TypeError) as error:
                     raise UsageError(str(error.args[0] if error.args else error)) from None
-            label = "-".join(str(point[k]) for k in ("held_out_cell_type", "seed") if k in point)
-            jobs.append(Job(name, notebook, values, f"{name}{'-' + label if label else ''}", config,
+            run_name = tracking.stage_run_name(
+                name, *(point[k] for k in ("held_out_cell_type", "seed") if k in point))
+            jobs.append(Job(name, notebook, values, run_name, config,
                             last=bool(stage["last"]), trains=bool(stage["trains"])))
     if not jobs:
         raise UsageError(f"profile {profile_name!r} makes no job (no stage, held-out type or seed)")

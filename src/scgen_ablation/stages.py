@@ -273,8 +273,8 @@ def open_stage(stage: str, *, preset_name: str = "paper", profile_config: dict |
         config = ScGenConfig.from_dict(config)
     adata = load_for(config)
     grid = load_stage(stage)["grid"]
-    name = {"once": stage, "seed": f"{stage}-{config.seed}"}.get(
-        grid, f"{stage}-{config.held_out_cell_type}-{config.seed}")
+    name = tracking.stage_run_name(stage, *{"once": (), "seed": (config.seed,)}.get(
+        grid, (config.held_out_cell_type, config.seed)))
     tracking.start(run_id, uri=tracking_uri,
                    experiment=experiment or tracking.experiment_for(config.dataset),
                    run_name=name, tags=tracking.stage_tags(stage))

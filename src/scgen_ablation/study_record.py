@@ -195,8 +195,8 @@ def log(experiment: str, rows: list[dict], cell_type: str, seed: int, epochs: in
     """One (cell type, seed)'s rows as an MLflow run of stage 06, a child run per row."""
     from . import tracking  # tracking imports mlflow: only when logging
 
-    tracking.start(experiment=experiment, run_name=f"06_small_data-{cell_type}-{seed}",
-                   tags=tracking.stage_tags("06_small_data"))
+    name = tracking.stage_run_name("06_small_data", cell_type, seed)
+    tracking.start(experiment=experiment, run_name=name, tags=tracking.stage_tags("06_small_data"))
     study.log_rows(rows, study_config(cell_type, seed, epochs))
     tracking.finish()
 

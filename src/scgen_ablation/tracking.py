@@ -519,6 +519,12 @@ SHORTER = (("paired delta + residual decoding", "paired δ+residual"),
            ("PCA · ", "PCA "), ("kl_weight=", "β="), ("delta", "δ"))
 
 
+def stage_run_name(stage: str, *grid_point) -> str:
+    """A stage run's name: the stage and its grid point (held-out type and/or seed, as
+    the stage's grid has them), e.g. ``05_scgen-0`` or ``01_autoencoder-CD4T-0``."""
+    return "-".join([str(stage), *(str(p) for p in grid_point)])
+
+
 def result_name(stage: str, variant: str, cell_type: str, seed) -> str:
     """A result run's name: stage number, short variant, held-out type and seed,
     e.g. ``07 PCA transport · CD4T · 0`` for 07_beyond's "PCA · per-cell transport"."""
