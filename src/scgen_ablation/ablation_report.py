@@ -512,6 +512,83 @@ def verdicts_block(verdicts: pd.DataFrame) -> str:
     return table + "\n\n" + "\n".join(lines)
 
 
+# Issue #30's goal for one prediction, stated (docs/beyond.md) before its candidates run:
+# (metric, the bar it must reach, higher is better). The bars: the best model-free PCA
+# response (stage 07, on the paper training), the recommended prediction (step 1: the same
+# computation as the preset, on every dataset's paper training), gene-space arithmetic.
+ONE_PREDICTION_GOAL = (("r2_mean_all", "best model-free", True),
+                       ("r2_mean_top100", "best model-free", True),
+                       ("pcc_delta_all", "best model-free", True),
+                       ("deg_overlap_top100", "recommended", True),
+                       ("r2_var_all", "recommended", True),
+                       ("edistance", GENE_ARITHMETIC, False))
+STEP_1 = ("06_small_data", "paired delta + residual decoding")
+
+
+def one_prediction_block(everything: pd.DataFrame) -> str:
+    """Per dataset, every distinct prediction in the record (05, 06's prediction levers on
+    the paper training, 07's variants) against the goal's bars, on the runs 05 ``paper``
+    has: the mean over them. A bar is met within a margin of ½ × the larger pooled seed
+    sd (the bar's method's or the candidate's) / the number of methods compared. Methods
+    that give the same numbers on every run are one method (named first in stage order)."""
+    goal = [m for m, _, _ in ONE_PREDICTION_GOAL]
+    table = scored(everything)
+    sections = []
+    for dataset, data in table.groupby("dataset", sort=True):
+        scgen = data[(data["stage"] == "05_scgen") & (data["variant"] == "paper")]
+        runs = set(scgen["run"])
+        if scgen["seed"].nunique() < 2:
+            continue
+        picked = data[data["stage"].isin(["05_scgen", "06_small_data", BEYOND])
+                      & ((data["stage"] != "06_small_data")
+                         | data["variant"].isin(["paper", STEP_1[1]]))
+                      & data["run"].isin(runs)]
+        long = picked.assign(method=picked["stage"].str[:2] + " " + picked["variant"])
+        columns = {f"gene_arith_{m}": m for m in goal}
+        long = pd.concat([long, scgen[["run", "held_out_cell_type", "seed", *columns]]
+                          .rename(columns=columns).assign(method=GENE_ARITHMETIC)],
+                         ignore_index=True)
+        complete = [m for m, g in long.groupby("method", sort=False) if set(g["run"]) == runs]
+        vectors, aliases = {}, {}
+        for method in complete:  # one method per distinct set of numbers
+            values = tuple(long[long["method"] == method].sort_values("run")[goal].round(6)
+                           .itertuples(index=False, name=None))
+            aliases.setdefault(vectors.setdefault(values, method), []).append(method)
+        long = long[long["method"].isin(aliases)]
+        means = long.groupby("method", sort=False)[goal].mean()
+        sds = (long.groupby(["method", "held_out_cell_type"])[goal].var()
+               .groupby(level=0).mean() ** 0.5).reindex(means.index)  # pooled seed sd
+        k = len(means) - 1  # gene-space arithmetic is a bar, not a candidate
+        model_free = [m for m in means.index if m.startswith("07 PCA")]
+        recommended = f"{STEP_1[0][:2]} {STEP_1[1]}"
+        recommended = next(m for m, same in aliases.items() if recommended in same)
+        shown = means.round(3).astype(object)
+        met = pd.Series(0, index=means.index)
+        bars = []
+        for metric, source, higher in ONE_PREDICTION_GOAL:
+            column = means.loc[model_free, metric]
+            owner = {"best model-free": column.idxmax() if higher else column.idxmin(),
+                     "recommended": recommended, GENE_ARITHMETIC: GENE_ARITHMETIC}[source]
+            bar = means.loc[owner, metric]
+            margin = 0.5 * np.maximum(sds[metric], sds.loc[owner, metric]) / k
+            ok = means[metric] >= bar - margin if higher else means[metric] <= bar + margin
+            met += ok.astype(int)
+            shown[metric] = [f"{v:.3f}" + ("" if good else " ✗") for v, good in
+                             zip(means[metric], ok)]
+            bars.append(f"{SHORT[metric]} {'≥' if higher else '≤'} {bar:.3f} ({owner})")
+        shown["bars met"] = met.astype(str) + f" of {len(goal)}"
+        shown = shown.drop(GENE_ARITHMETIC).sort_values("bars met", ascending=False, kind="stable")
+        shown.columns = [SHORT.get(c, c) for c in shown.columns]
+        same = "; ".join(f"{m} = {', '.join(aliases[m][1:])}" for m in shown.index
+                         if len(aliases[m]) > 1)
+        sections.append(
+            f"**{dataset}**: {len(runs)} runs ({scgen['held_out_cell_type'].nunique()} types × "
+            f"seeds {', '.join(map(str, sorted(scgen['seed'].unique())))}), {k} distinct "
+            f"methods. Bars: {'; '.join(bars)}.\n\n" + markdown(shown.rename_axis("method"))
+            + (f"\n\nThe same numbers on every run: {same}." if same else ""))
+    return "\n\n".join(sections) or "(no dataset has 05 paper on two seeds yet)"
+
+
 def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> int:
     """The docs' blocks and figures of one dataset's rows (Kang's by default)."""
     if not Path(csv).exists():
@@ -541,6 +618,7 @@ def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> in
     verdicts.to_csv(Path(csv).with_name(VERDICTS.name), index=False)  # beside the record
     blocks["ablation-datasets-rules"] = verdicts_block(verdicts)
     blocks["ablation-datasets-cost"] = cost_block(everything)
+    blocks["ablation-one-prediction"] = one_prediction_block(everything)
     for metric in DATASET_METRICS:
         blocks[f"ablation-datasets-{metric}"] = datasets_block(everything, metric)
     for name, block in blocks.items():
