@@ -84,3 +84,28 @@ def test_the_kang_picks_schedule_is_a_candidate_whose_committed_verdict_passed()
     per_type, per_metric, passed = stopping.verdict(
         runs, stopping.converged_runs("kang_picks"), reference_runs())
     assert len(runs) == 21 and passed, (per_type, per_metric)
+
+
+def test_same_results_tells_equal_stores_from_changed_ones(tmp_path, monkeypatch):
+    """benchmarks/same_results.py: the before/after check of a refactor."""
+    import importlib.util
+
+    from scgen_ablation import tracking
+
+    spec = importlib.util.spec_from_file_location("same_results",
+                                                  ROOT / "benchmarks" / "same_results.py")
+    same_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(same_results)
+
+    def store(name, r2, variant="PCA · per-cell transport"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.store_uri(tmp_path / name))
+        with tracking.result_run("07_beyond", variant, "CD4T", 0, experiment="kang"):
+            tracking.log_metrics({"r2_mean_all": r2, "train_seconds": r2 * 100})
+        return str(tmp_path / name)
+
+    before, same, changed = store("a", 0.9), store("b", 0.9), store("c", 0.91)
+    renamed = store("d", 0.9, "PCA · per-cell transport (kang_picks)")
+    assert same_results.main([before, same]) == 0
+    assert same_results.main([before, changed]) == 1
+    assert same_results.main([before, renamed]) == 1  # an unmatched run
+    assert same_results.main([before, renamed, "--rename", "transport=transport (kang_picks)"]) == 0
