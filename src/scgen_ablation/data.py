@@ -16,7 +16,6 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from scipy import sparse
 
 from .paths import CACHE_DIR, SHARED_DATA
@@ -216,6 +215,8 @@ def preprocess(adata: ad.AnnData, n_top_genes: int = 2000, min_genes: int | None
     ``layers['counts']``.  Data that is already log-normalised is never logged
     twice: only the gene selection is applied.
     """
+    import scanpy as sc  # here, not at the top: the runner's command line never needs it
+
     adata = adata.copy()
     if min_genes is None:
         min_genes = min(200, max(1, adata.n_vars // 20))

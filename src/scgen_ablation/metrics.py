@@ -9,7 +9,6 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from scipy import stats
 from sklearn.decomposition import PCA
 
@@ -66,6 +65,8 @@ def top_degs(split: Split, config) -> list[str]:
 
 def ranked_genes(stimulated: np.ndarray, control: np.ndarray, var_names, n: int) -> list[str]:
     """The top ``n`` genes of ``stimulated`` vs ``control`` cells by scanpy's Wilcoxon test."""
+    import scanpy as sc  # here, so that the command lines that only name metrics start fast
+
     if len(stimulated) < 2 or len(control) < 2:
         raise ValueError("DEG ranking needs at least 2 control and 2 stimulated held-out cells")
     cells = ad.AnnData(np.concatenate([stimulated, control]).astype(np.float32),

@@ -29,15 +29,18 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anndata as ad
 import numpy as np
 
 from .config import ScGenConfig
 from .data import dense
-from .model import TrainedModel
 from .paths import MLRUNS_DIR
-from .training import EpochCallback, train
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded or trained, so the runner starts fast
+    from .model import TrainedModel
+    from .training import EpochCallback
 
 ENVIRONMENT_VARIABLE = "SCGEN_TRAINING_STORE"
 
@@ -163,6 +166,8 @@ class TrainingStore:
         return model
 
     def load(self, key: str, device: str = "auto") -> TrainedModel:
+        from .model import TrainedModel
+
         return TrainedModel.load(self.path(key), device)
 
     def save(self, key: str, model: TrainedModel) -> Path:
@@ -217,6 +222,8 @@ def train_stored(adata: ad.AnnData, training_data: ad.AnnData, config: ScGenConf
 
 
 def _timed_train(training_data, config, callback, progress, **kwargs) -> TrainedModel:
+    from .training import train
+
     started = time.perf_counter()
     model = train(training_data, config, callback=callback, progress=progress, **kwargs)
     model.train_seconds = time.perf_counter() - started

@@ -36,7 +36,6 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from . import plots
 from .data import DATASETS, data_checksum, resolve_path
 from .metrics import METRICS
 from .paths import MLRUNS_DIR, PROJECT_ROOT
@@ -575,6 +574,8 @@ def variant_run(stage: str, variant: str, config, data_path: str,
     experiment ``Result``), and logs its metrics, figures and (with
     ``log_model``) model. The run ends FAILED if ``compute`` raises.
     """
+    from . import plots  # matplotlib and scanpy: not for the runner's command line
+
     with result_run(stage, variant, config.held_out_cell_type, config.seed, config=config,
                     data_path=data_path):
         result = compute(config)
