@@ -191,10 +191,10 @@ def test_a_row_made_by_another_training_is_stale_and_remade(tmp_path):
 
 def test_the_dataset_verdicts_are_what_the_committed_record_says():
     # docs/datasets.md's rules, recomputed from the record: the committed CSV must agree
-    from scgen_ablation import ablation_report
+    from scgen_ablation.reports import common, datasets
 
-    committed = pd.read_csv(ablation_report.VERDICTS)
-    recomputed = ablation_report.rule_verdicts(ablation_report.load(ablation_record.RECORD))
+    committed = pd.read_csv(datasets.VERDICTS)
+    recomputed = datasets.rule_verdicts(common.load(ablation_record.RECORD))
     assert not committed.empty
     pd.testing.assert_frame_equal(recomputed.reset_index(drop=True), committed, check_dtype=False)
 
@@ -226,9 +226,10 @@ def test_the_docs_and_figures_are_drawn_from_the_committed_record(tmp_path):
 
 
 def test_result_run_names_are_short_and_tell_every_recorded_row_apart():
-    from scgen_ablation import ablation_report, tracking
+    from scgen_ablation import tracking
+    from scgen_ablation.reports.common import load
 
-    table = ablation_report.load(ablation_record.RECORD)
+    table = load(ablation_record.RECORD)
     names = [tracking.result_name(*row) for row in table[
         ["stage", "variant", "held_out_cell_type", "seed"]].itertuples(index=False)]
     table = table.assign(name=names)
@@ -240,9 +241,10 @@ def test_result_run_names_are_short_and_tell_every_recorded_row_apart():
 def test_the_record_loads_into_mlflow_once_as_result_runs_the_comparison_leaves_out(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from scgen_ablation import ablation_report, comparison, tracking
+    from scgen_ablation import comparison, tracking
+    from scgen_ablation.reports.common import load
 
-    table = ablation_report.load(ablation_record.RECORD)
+    table = load(ablation_record.RECORD)
     sample = pd.concat([table[table["stage"] == "05_scgen"].head(3),
                         table[table["stage"] == "07_beyond"].head(2)])
     uri = tracking.store_uri(tmp_path / "mlruns")

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scgen_ablation import study, study_report
+from scgen_ablation import study
+from scgen_ablation.reports import small_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +103,7 @@ def test_complete_seeds_and_lever_table():
     assert set(study.complete_seeds(partial, ["A", "B", "C", "D"]).seed) == {0, 1}
     for name in ("gene_arith", "pca_arith"):
         scores[f"{name}_r2_mean_all"] = 0.7
-    wide = study_report.lever_table(scores, "r2_mean_all")
+    wide = small_data.lever_table(scores, "r2_mean_all")
     assert list(wide.cell_type) == ["A", "B", "C", "D", "mean"]
     assert wide.loc[wide.cell_type == "mean", "x"].item() == pytest.approx(
         scores.loc[scores.lever == "x", "r2_mean_all"].mean())
@@ -197,7 +198,7 @@ def test_small_data_report_is_drawn_from_the_committed_study(tmp_path):
 
 
 def test_write_blocks_fills_named_blocks_and_refuses_unknown_ones(tmp_path):
-    from scgen_ablation.study_report import write_blocks
+    from scgen_ablation.reports.common import write_blocks
 
     doc = tmp_path / "doc.md"
     doc.write_text("intro\n<!-- report: a -->\nstale\ntable\n<!-- /report -->\nprose\n"

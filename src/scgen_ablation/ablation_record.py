@@ -14,7 +14,7 @@ each training finishes, so an interrupted run resumes where it stopped, and
 rows made on another machine (``--out`` there, ``--import-csv`` here) join
 the same record.  Each row is also logged as an MLflow result run unless
 ``--no-mlflow``.  ``--report`` rebuilds the tables and figures from the CSV
-alone (``ablation_report``).
+alone (:mod:`.reports`).
 """
 from __future__ import annotations
 
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
         from .store import ENVIRONMENT_VARIABLE
         os.environ[ENVIRONMENT_VARIABLE] = str(args.store.resolve())
     if args.report:
-        from .ablation_report import write_report
+        from .reports import write_report
         from .tracking import experiment_for
         docs = [PROJECT_ROOT / name for name in REPORTED_DOCS] if args.doc is None else args.doc
         return write_report(args.out, args.figures, docs,
@@ -337,7 +337,7 @@ def main(argv=None) -> int:
 
     record = Record(args.out)
     if args.to_mlflow:
-        from .ablation_report import load
+        from .reports.common import load
         made = to_mlflow(load(args.out), args.tracking_uri)
         print(f"{made} record rows logged as MLflow result runs (tag source=record)")
         return 0

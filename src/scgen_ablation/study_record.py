@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                              "CSVs and draw its figures into docs/figures/")
     args = parser.parse_args(argv)
     if args.report:
-        from .study_report import write_report
+        from .reports.small_data import write_report
 
         return write_report(PREDICTION_CSV, TRAINING_CSV, args.figures, args.doc)
 

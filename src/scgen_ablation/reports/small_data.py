@@ -1,4 +1,4 @@
-"""The small-data study's report: tables, figures and the docs' generated blocks.
+"""docs/small_data.md: the small-data study's tables, figures and generated blocks.
 
 Everything here reads the study's record (the CSVs of :mod:`study_record`) and
 trains nothing::
@@ -10,13 +10,14 @@ and rewrites the ``<!-- report: NAME -->`` blocks of the files given.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
 
-from . import comparison, plots, study
-from .metrics import BASELINES, HEADLINE_METRICS, METRIC_LABELS, METRICS
+from .. import comparison, plots, study
+from ..metrics import BASELINES, HEADLINE_METRICS, METRIC_LABELS, METRICS
+from .common import markdown, write_blocks
+
 
 def lever_table(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell type (and a "mean" row): each lever's ``metric`` and its sd
@@ -79,10 +80,6 @@ def comparison_figures(table: pd.DataFrame) -> dict:
                                         f"{metric}, per held-out cell type",
                                         markers={m: m for m in BASELINES.values()})
     return figures
-
-
-def markdown(table: pd.DataFrame, **kwargs) -> str:
-    return table.round(3).to_markdown(**kwargs)
 
 
 def write_report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()) -> int:
@@ -176,8 +173,8 @@ def write_report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()
     if training is not None:
         show("goal-by-lever", f"The goal for every step-2 candidate (on top of {prediction})",
              goal_by_lever(candidates, paper, reference))
-    from .config import preset
-    from .data import load
+    from ..config import preset
+    from ..data import load
 
     responses = study.response_table(load("kang"), preset("paper"), cell_types)
     show("response", "Each type's response against the others' mean response (the data, no model)",
@@ -188,7 +185,6 @@ def write_report(prediction_csv: Path, training_csv: Path, figures: Path, doc=()
         write_blocks(path, blocks)
         print(f"generated blocks of {path} rewritten")
     return 0
-
 
 
 def against_none(candidates: pd.DataFrame) -> str:
@@ -242,29 +238,6 @@ def device_check(training: pd.DataFrame, check: pd.DataFrame) -> str:
     table.index = [f"{metric}, {statistic}" for metric, statistic in table.index]
     return (f"GPU minus CPU, over {pairs} pairs (cell types × seeds {seed_list(both)}):\n\n"
             + markdown(table.rename_axis("change")))
-
-
-# The ablation record's report (ablation_report) writes the blocks named so; the
-# study's report writes every other block.  One markdown file can hold both.
-ABLATION_BLOCKS = "ablation-"
-
-
-def write_blocks(doc: Path, blocks: dict[str, str], mine=lambda name: not name.startswith(ABLATION_BLOCKS)):
-    """Replace the text between ``<!-- report: NAME -->`` and ``<!-- /report -->``
-    with ``blocks[NAME]`` for each marker this report owns (``mine(NAME)``); an owned
-    marker naming no block is an error."""
-    pattern = re.compile(r"(<!-- report: (\S+) -->\n).*?(<!-- /report -->)", re.DOTALL)
-
-    def fill(match):
-        name = match.group(2)
-        if not mine(name):
-            return match.group(0)
-        if name not in blocks:
-            raise KeyError(f"{doc} has a block {name!r} the report does not make; "
-                           f"it makes {list(blocks)}")
-        return f"{match.group(1)}{blocks[name]}\n{match.group(3)}"
-
-    doc.write_text(pattern.sub(fill, doc.read_text()))
 
 
 def goal_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,144 @@
+"""docs/datasets.md (and the README's headline): what each component buys on each
+dataset, what each dataset cost, and every rule's verdict per dataset."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import METRIC_LABELS, METRICS
+from ..paths import PROJECT_ROOT
+from .common import GENE_ARITHMETIC, SHORT, markdown, scored
+
+
+VERDICTS = PROJECT_ROOT / "benchmarks" / "results" / "dataset_verdicts.csv"  # docs/datasets.md
+
+
+# what each component adds, in the order it is added, on every dataset of the record
+COMPONENTS = {
+    ("01_autoencoder", "paper"): "01 plain autoencoder",
+    ("02_vae", "paper"): "02 VAE, β = 1",
+    ("03_kl_weighting", "kl_weight=5e-05"): "03 β = 5e-5",
+    ("05_scgen", "paper"): "05 + balanced δ (scGen)",
+    ("06_small_data", "paired delta + residual decoding"): "06 step 1: paired δ, residual",
+    ("05_scgen", "recommended"): "05 recommended preset (step 1)",
+    ("05_scgen", "kang_picks"): "05 kang_picks: + ReLU, 40 epochs",
+    ("07_beyond", "PCA · per-cell transport"): "07 PCA · per-cell transport (no model)",
+}
+
+
+DATASET_METRICS = ("r2_mean_all", "r2_mean_top100", "r2_var_all", "pcc_delta_all",
+                   "deg_overlap_top100", "edistance")
+
+
+# docs/datasets.md's rules, stated before the runs: (rule, candidate, baseline, picked from k
+# candidates on PICKED_ON); on the dataset a choice was picked on, its margin is the Kang
+# verdicts' own (k = 1), on every other the margin is divided by k
+PICKED_ON = "kang"
+
+
+DATASET_RULES = (
+    ("step 1 (prediction)", ("06_small_data", "paired delta + residual decoding"),
+     ("06_small_data", "paper"), 7),
+    ("steps 2 + 3 (ReLU, schedule)", ("05_scgen", "kang_picks"),
+     ("06_small_data", "paired delta + residual decoding"), 13),
+    ("stage 07's winner", ("07_beyond", "per-cell transport"), ("07_beyond", "scGen delta"), 8),
+)
+
+
+RULE_METRICS = METRICS  # the four R², as every verdict of this repository
+
+
+def components(everything: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one row per (dataset, component, run), gene-space arithmetic included
+    (read from the scGen rows' ``gene_arith_`` columns)."""
+    table = scored(everything)
+    parts = [table[(table["stage"] == stage) & (table["variant"] == variant)].assign(method=label)
+             for (stage, variant), label in COMPONENTS.items()]
+    scgen = table[(table["stage"] == "05_scgen") & (table["variant"] == "paper")]
+    columns = {f"gene_arith_{m}": m for m in DATASET_METRICS if f"gene_arith_{m}" in scgen}
+    parts.append(scgen[["dataset", "run", "held_out_cell_type", "seed", *columns]]
+                 .rename(columns=columns).assign(method=GENE_ARITHMETIC))
+    return pd.concat(parts, ignore_index=True)
+
+
+def datasets_block(everything: pd.DataFrame, metric: str) -> str:
+    """One metric, each component (rows) on each dataset (columns): mean ± sd over runs."""
+    long = components(everything)
+    order = [*COMPONENTS.values(), GENE_ARITHMETIC]
+    grouped = long.groupby(["method", "dataset"])[metric]
+    sd = grouped.std().round(3).astype(str)
+    cells = (grouped.mean().round(3).astype(str) + (" ± " + sd).where(grouped.size() > 1, "")
+             + " (" + grouped.size().astype(str) + ")").unstack()
+    cells = cells.reindex([m for m in order if m in cells.index]).fillna("—")
+    return markdown(cells.rename_axis(SHORT.get(metric, metric))) + (
+        f"\n\n{METRIC_LABELS[metric]}: mean ± sd (runs) over held-out types × seeds on each "
+        "dataset; —: not in the record yet.")
+
+
+def cost_block(everything: pd.DataFrame) -> str:
+    """What each dataset's rows cost: unique trainings, their summed training time, per device."""
+    trained = everything.dropna(subset=["train_seconds"]).drop_duplicates("training_key")
+    table = trained.groupby(["dataset", "device"]).agg(
+        trainings=("training_key", "size"), hours=("train_seconds", lambda s: s.sum() / 3600),
+        seconds_each=("train_seconds", "median"))
+    rows = everything.groupby("dataset").size().rename("rows in the record")
+    table = table.reset_index().merge(rows.reset_index(), on="dataset")
+    return table.round({"hours": 1, "seconds_each": 0}).to_markdown(index=False) + (
+        "\n\nTrainings: unique training keys with a recorded time (rows the study imported "
+        "carry none); hours: their training time summed (wall time is less where several "
+        "ran at once); seconds_each: the median.")
+
+
+def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
+    """docs/datasets.md's verdicts: per dataset, rule and R², the mean paired difference
+    (candidate − baseline, same type and seed), the margin (½ the baseline's seed sd pooled
+    over types, divided on a new dataset by the number of candidates the choice was picked
+    from) and
+    whether it passes; only datasets where both rows exist."""
+    table = scored(everything)
+    rows = []
+    for dataset, data in table.groupby("dataset", sort=True):
+        for rule, candidate, baseline, picked_from in DATASET_RULES:
+            pair = [data[(data["stage"] == s) & (data["variant"] == v)]
+                    .set_index(["held_out_cell_type", "seed"]) for s, v in (candidate, baseline)]
+            shared = pair[0].index.intersection(pair[1].index)
+            if shared.empty:
+                continue
+            for metric in RULE_METRICS:
+                new, old = pair[0].loc[shared, metric], pair[1].loc[shared, metric]
+                seed_sd = np.sqrt(pair[1][metric].groupby(level=0).var().mean())
+                margin = -0.5 * seed_sd / (1 if dataset == PICKED_ON else picked_from)
+                difference = (new - old).mean()
+                passed = ("undetermined (one seed per type so far)" if np.isnan(margin)
+                          else "yes" if difference >= margin else "no")
+                rows.append({"dataset": dataset, "rule": rule, "metric": metric,
+                             "runs": len(shared), "types": shared.get_level_values(0).nunique(),
+                             "mean_difference": round(difference, 4),
+                             "margin": round(margin, 4), "passed": passed})
+    return pd.DataFrame(rows)
+
+
+def verdicts_block(verdicts: pd.DataFrame) -> str:
+    if verdicts.empty:
+        return "(no dataset has both rows of a rule yet)"
+    shown = verdicts.assign(metric=verdicts["metric"].map(SHORT),
+                            passed=verdicts["passed"].replace({"no": "**no**"}))
+    table = shown.to_markdown(index=False, floatfmt=".4f")
+    lines = []
+    for rule, rows in verdicts.groupby("rule", sort=False):
+        outcome = {dataset: ("fails" if (group["passed"] == "no").any() else
+                             "passes" if (group["passed"] == "yes").all() else "undetermined")
+                   for dataset, group in rows.groupby("dataset")}
+        said = [f"{word} on {', '.join(d for d, o in outcome.items() if o == word)}"
+                for word in ("fails", "passes", "undetermined") if word in outcome.values()]
+        lines.append(f"- **{rule}**: " + "; ".join(said))
+    return table + "\n\n" + "\n".join(lines)
+
+
+def blocks(table: pd.DataFrame, everything: pd.DataFrame) -> dict[str, str]:
+    """Every dataset's rows (``table``, one dataset's, is not used)."""
+    out = {"ablation-datasets-rules": verdicts_block(rule_verdicts(everything)),
+           "ablation-datasets-cost": cost_block(everything)}
+    for metric in DATASET_METRICS:
+        out[f"ablation-datasets-{metric}"] = datasets_block(everything, metric)
+    return out
