@@ -36,8 +36,12 @@ $(VENV)/.installed-ray: $(VENV)/.installed pyproject.toml
 ablation: setup
 	$(PY) -m scgen_ablation.runner --profile $(PROFILE) --jobs $(JOBS)
 
+# two workers (pytest-xdist), each test file on one of them so that a file's fixtures are
+# built once; conftest gives each worker one torch thread
+TEST_WORKERS ?= 2
+
 test: setup setup-ray
-	@$(PY) -m pytest tests; status=$$?; \
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; \
 	exit $$status
 

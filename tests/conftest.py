@@ -1,6 +1,13 @@
 """Shared fixtures: the real Kang data from ../shared/data and small configs."""
 import os
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers (pytest -n): one torch/BLAS thread each, for them and the
+    # runners and notebooks they start. Two workers' spinning thread pools on two cores
+    # starve each other (one test took 211 s this way, 21 s alone). Set before torch loads.
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+
 import matplotlib
 import pytest
 
@@ -32,7 +39,21 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*") if p.is_file()}
 
 
-MLRUNS_BEFORE = snapshot(MLRUNS_DIR)  # tests/test_zz_leaves_mlruns.py compares at the end
+MLRUNS_BEFORE = snapshot(MLRUNS_DIR)  # compared when the whole suite has ended
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails if it wrote into the project's mlruns/. Checked once every test has
+    ended: by the main process, after all of `make test`'s workers (a test file run last
+    could not tell, with another worker still running)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    after = snapshot(MLRUNS_DIR)
+    changed = sorted(k for k in after.keys() | MLRUNS_BEFORE.keys()
+                     if after.get(k) != MLRUNS_BEFORE.get(k))
+    if changed:
+        print(f"\nFAILED: the tests wrote into {MLRUNS_DIR}: {changed[:10]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,20 +2,20 @@
 import pytest
 
 import scgen_ablation as sa
-from scgen_ablation import store
+from scgen_ablation import training
 
 pytestmark = [pytest.mark.kang, pytest.mark.slow]
 
 
 def test_cd4t_prediction_beats_control_and_truth_never_reaches_training(kang, monkeypatch):
     seen = {}
-    real_train = store.train  # what experiment.run trains through (store.train_stored)
+    real_train = training.train  # what experiment.run trains through (store.train_stored)
 
     def spy(adata, config, **kwargs):
         seen["obs_names"] = set(adata.obs_names)
         return real_train(adata, config, **kwargs)
 
-    monkeypatch.setattr(store, "train", spy)
+    monkeypatch.setattr(training, "train", spy)
     # the paper configuration needs ~15 epochs here to beat control on all genes
     config = sa.preset("paper", held_out_cell_type="CD4T", epochs=15, n_bootstrap=10)
     result = sa.run(kang, config, progress=False)

@@ -420,7 +420,14 @@ def test_the_thread_count_holds_during_training_after_the_deg_ranking():
         "               callback=lambda epoch, record: seen.append(torch.get_num_threads()))\n"
         "import numba\n"
         "print(seen, numba.get_num_threads())\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    import os
+
+    # the machine's default thread count, not the one-thread setting of `make test`'s workers
+    # (under which a reset to the default could not be told from the setting)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[1, 1] 1"
 
