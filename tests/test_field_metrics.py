@@ -70,3 +70,27 @@ def test_moving_the_wrong_genes_is_caught(cells):
     scores = metrics.field_scores(wrong, control, truth, genes, degs, n_components=5)
     assert scores["deg_overlap_top100"] == 0.0
     assert scores["pcc_delta_all"] < 0.2
+
+
+def test_genes_that_go_down_count_only_in_the_both_directions_overlap(cells):
+    """The paper's top-N is the most up-regulated genes; `direction="both"` ranks by the
+    absolute Wilcoxon score, so a strong fall counts as much as a strong rise."""
+    control, truth, genes = cells
+    truth = truth.copy()
+    truth[:, 6:9] = control[:, 6:9] * 0.05  # genes 6-8 nearly switch off
+    assert set(metrics.ranked_genes(truth, control, genes, 3)) == {"g0", "g1", "g2"}
+    both = metrics.ranked_genes(truth, control, genes, 6, direction="both")
+    assert set(both) == {"g0", "g1", "g2", "g6", "g7", "g8"}
+    with pytest.raises(ValueError, match="direction"):
+        metrics.ranked_genes(truth, control, genes, 3, direction="down")
+
+    rises_only = control.copy()
+    rises_only[:, :3] += 4.0  # the rises right, the falls missed
+    rises_only[:, 3:6] += 1.0  # and three genes moved a little that should not have
+    degs = metrics.ranked_genes(truth, control, genes, 6)  # the paper's: 3 up, then 3 others
+    scores = metrics.field_scores(rises_only, control, truth, genes, degs, n_components=5)
+    assert scores["deg_overlap_both_top100"] == pytest.approx(0.5)  # g0-g5 found; g6-g8 missed
+    both_right = rises_only.copy()
+    both_right[:, 6:9] *= 0.05
+    scores = metrics.field_scores(both_right, control, truth, genes, degs, n_components=5)
+    assert scores["deg_overlap_both_top100"] == 1.0

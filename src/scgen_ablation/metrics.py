@@ -28,13 +28,14 @@ METRIC_LABELS = {"r2_mean_all": "R² of the mean, all genes",
 # and how far the predicted cells lie from the real ones as a distribution.
 # Definitions in docs/metrics.md.
 FIELD_METRICS = ("pcc_delta_all", "pcc_delta_top100", "deg_overlap_top100",
-                 "deg_direction_top100", "edistance")
+                 "deg_direction_top100", "edistance", "deg_overlap_both_top100")
 METRIC_LABELS.update({
     "pcc_delta_all": "Pearson r of the change, all genes",
     "pcc_delta_top100": "Pearson r of the change, top-100 DEGs",
     "deg_overlap_top100": "share of the true top-100 DEGs found in the prediction",
     "deg_direction_top100": "share of the true top-100 DEGs moved the right way",
-    "edistance": "energy distance to the truth / control's (lower is better)"})
+    "edistance": "energy distance to the truth / control's (lower is better)",
+    "deg_overlap_both_top100": "share of the true top-100 DEGs, up or down, found in the prediction"})
 LOWER_IS_BETTER = {"edistance"}
 # the baselines scored beside every model (metric names carry the key as a prefix)
 BASELINES = {"control": "control as prediction", "gene_arith": "gene-space arithmetic",
@@ -63,10 +64,17 @@ def top_degs(split: Split, config) -> list[str]:
     return ranked_genes(dense(split.truth.X), dense(split.ctrl_target.X), split.truth.var_names, n)
 
 
-def ranked_genes(stimulated: np.ndarray, control: np.ndarray, var_names, n: int) -> list[str]:
-    """The top ``n`` genes of ``stimulated`` vs ``control`` cells by scanpy's Wilcoxon test."""
+def ranked_genes(stimulated: np.ndarray, control: np.ndarray, var_names, n: int,
+                 direction: str = "up") -> list[str]:
+    """The top ``n`` genes of ``stimulated`` vs ``control`` cells by scanpy's Wilcoxon test.
+
+    ``direction="up"`` is the paper's: the highest scores, so up-regulated genes only.
+    ``"both"``: the largest absolute scores, genes that go down counted as those that go up.
+    """
     import scanpy as sc  # here, so that the command lines that only name metrics start fast
 
+    if direction not in ("up", "both"):
+        raise ValueError(f"direction must be 'up' or 'both', not {direction!r}")
     if len(stimulated) < 2 or len(control) < 2:
         raise ValueError("DEG ranking needs at least 2 control and 2 stimulated held-out cells")
     cells = ad.AnnData(np.concatenate([stimulated, control]).astype(np.float32),
@@ -74,8 +82,12 @@ def ranked_genes(stimulated: np.ndarray, control: np.ndarray, var_names, n: int)
     cells.obs_names = [f"c{i}" for i in range(cells.n_obs)]
     cells.obs["_group"] = pd.Categorical(["stim"] * len(stimulated) + ["ctrl"] * len(control))
     sc.tl.rank_genes_groups(cells, groupby="_group", groups=["stim"], reference="ctrl",
-                            method="wilcoxon", n_genes=n)
-    genes = [str(g) for g in cells.uns["rank_genes_groups"]["names"]["stim"]]
+                            method="wilcoxon", n_genes=n if direction == "up" else cells.n_vars)
+    ranked = cells.uns["rank_genes_groups"]
+    genes = [str(g) for g in ranked["names"]["stim"]]
+    if direction == "both":
+        scores = np.abs(np.asarray(ranked["scores"]["stim"], np.float64))
+        genes = [genes[i] for i in np.argsort(-scores, kind="stable")[:n]]
     if len(genes) != n or len(set(genes)) != n:
         raise AssertionError(f"expected {n} distinct DEGs, got {len(set(genes))}")
     return genes
@@ -134,6 +146,7 @@ def field_scorer(control: np.ndarray, real: np.ndarray, var_names, true_degs: li
     (:func:`top_degs`).  Definitions and sources: docs/metrics.md.
     """
     deg_index = gene_index(pd.Index(var_names), true_degs)
+    true_both = set(ranked_genes(real, control, var_names, len(true_degs), direction="both"))
     control_mean = control.mean(0)
     true_change = real.mean(0) - control_mean
     # distances in the principal components of the held-out type's real cells
@@ -153,6 +166,8 @@ def field_scorer(control: np.ndarray, real: np.ndarray, var_names, true_degs: li
             "deg_direction_top100": float(np.mean(np.sign(predicted_change[deg_index])
                                                   == np.sign(true_change[deg_index]))),
             "edistance": energy_distance(pca.transform(predicted), real_codes) / scale,
+            "deg_overlap_both_top100": len(true_both & set(ranked_genes(
+                predicted, control, var_names, len(true_degs), direction="both"))) / len(true_both),
         }
 
     return scores
