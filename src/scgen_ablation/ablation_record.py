@@ -60,20 +60,12 @@ def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[di
     return items
 
 
-def made_by(done: pd.DataFrame) -> dict[tuple, str]:
-    """Each recorded row's key -> the training key it was made with: a row holds only
-    for that training (a changed config or data makes it stale)."""
-    if not len(done):
-        return {}
-    return dict(zip(done[KEY].astype({"seed": int}).itertuples(index=False, name=None),
-                    done["training_key"]))
-
-
 def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
-    """The items recorded in ``done`` by another training than the one planned now."""
-    made = made_by(done)
-    return [item for item in items
-            if made.get(tuple(item[k] for k in KEY), item["training_key"]) != item["training_key"]]
+    """The items recorded in ``done`` by another training than the one planned now: a row
+    holds only for the training it was made with (a changed config or data makes it stale)."""
+    missing = {id(item) for item in pending(items, done, KEY)}  # not recorded at all
+    return [item for item in pending(items, done, KEY, made_by="training_key")
+            if id(item) not in missing]
 
 
 def pending_units(items: list[dict], done: pd.DataFrame) -> list[list[dict]]:
