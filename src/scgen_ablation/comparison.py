@@ -60,13 +60,16 @@ def _mean_sd(table: pd.DataFrame, by: list[str], columns: dict[str, str]) -> pd.
     return out.reset_index()
 
 
-def common_runs(table: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Only the (held-out type, seed) pairs that every method has, so that means compare
-    like with like; returns the rows kept and those pairs."""
-    pairs = table.groupby("method")[["cell_type", "params.seed"]].apply(
-        lambda runs: set(map(tuple, runs.to_numpy())))
+def common_runs(table: pd.DataFrame, by: str = "method",
+                run: tuple[str, str] = ("cell_type", "params.seed")
+                ) -> tuple[pd.DataFrame, list[tuple]]:
+    """Only the runs, (held-out type, seed) pairs in the ``run`` columns, that every
+    ``by`` group has, so that means compare like with like (the one place this is
+    decided: the comparison notebook and the docs' tables); returns the rows kept, in
+    their order, and those pairs."""
+    pairs = table.groupby(by)[list(run)].apply(lambda runs: set(map(tuple, runs.to_numpy())))
     shared = sorted(set.intersection(*pairs)) if len(pairs) else []
-    keep = [pair in set(shared) for pair in map(tuple, table[["cell_type", "params.seed"]].to_numpy())]
+    keep = [pair in set(shared) for pair in map(tuple, table[list(run)].to_numpy())]
     return table[keep], shared
 
 

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..comparison import common_runs
 from ..metrics import LOWER_IS_BETTER, METRIC_LABELS, METRICS
 from ..paths import PROJECT_ROOT
 from .common import SHORT, markdown, mean_sd, scored, with_baselines
@@ -38,8 +39,7 @@ def methods(table: pd.DataFrame) -> pd.DataFrame:
     steps = pd.concat([table[(table["stage"] == stage) & (table["variant"] == variant)]
                        .assign(method=label) for (stage, variant), label in LADDER.items()],
                       ignore_index=True)
-    shared = set.intersection(*(set(g["run"]) for _, g in steps.groupby("method")))
-    return with_baselines(steps[steps["run"].isin(shared)])
+    return with_baselines(common_runs(steps, run=("held_out_cell_type", "seed"))[0])
 
 
 def ladder_block(table: pd.DataFrame) -> str:

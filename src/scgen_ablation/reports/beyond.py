@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..comparison import common_runs
 from ..metrics import BASELINES, METRIC_LABELS, METRICS
 from .common import (GENE_ARITHMETIC, REFERENCE, SHORT, markdown, mean_sd, reference_rows,
                      scored, with_baselines)
@@ -74,8 +75,8 @@ def beyond_rule_block(table: pd.DataFrame) -> str:
         groups.append(widest)
     lines = []
     for levers in groups:
-        shared = set.intersection(*(runs[lever] for lever in levers))
-        mine = rows[rows["lever"].isin(levers) & rows["run"].isin(shared)]
+        mine, shared = common_runs(rows[rows["lever"].isin(levers)], by="lever",
+                                   run=("cell_type", "seed"))
         ranks = pd.DataFrame({"R² rule": average_ranks(mine, RANKED_METRICS),
                               "field rule": average_ranks(mine, FIELD_RANKED_METRICS)})
         ranks = ranks.sort_values("R² rule", kind="stable")
