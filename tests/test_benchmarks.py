@@ -109,3 +109,31 @@ def test_same_results_tells_equal_stores_from_changed_ones(tmp_path, monkeypatch
     assert same_results.main([before, changed]) == 1
     assert same_results.main([before, renamed]) == 1  # an unmatched run
     assert same_results.main([before, renamed, "--rename", "transport=transport (kang_picks)"]) == 0
+
+
+def test_the_clipping_benchmark_scores_each_prediction_as_returned_and_clipped(tmp_path):
+    """benchmarks/clipping.py on simulated data: six predictions per run, each scored twice;
+    control (real cells, no negative entry) scores the same both ways, and a rerun adds nothing."""
+    import pandas as pd
+
+    from synthetic import simulate
+
+    adata, _, _ = simulate(n_types=4, cells_per_type=60, n_genes=120, seed=3)
+    data, out = tmp_path / "simulated.h5ad", tmp_path / "clipping.csv"
+    adata.write_h5ad(data)
+    command = [sys.executable, str(ROOT / "benchmarks" / "clipping.py"), "--dataset", str(data),
+               "--cell-types", "type0", "--epochs", "2", "--train", "--out", str(out)]
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+    table = pd.read_csv(out)
+    assert len(table) == 6 and table["method"].is_unique
+    assert table["negative_share"].between(0, 1).all()
+    control = table.set_index("method").loc["control as prediction"]
+    assert control["negative_share"] == 0
+    for metric in ("r2_mean_all", "r2_var_all", "pcc_delta_all", "edistance"):
+        assert control[f"{metric}_clipped"] == control[metric], metric
+    assert (table["negative_share"] > 0).any()  # the simulated data give some to clip
+    report = subprocess.run(command[:2] + ["--report", "--out", str(out)], capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0 and "r2_mean_all change" in report.stdout, report.stderr[-2000:]

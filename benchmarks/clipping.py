@@ -1,0 +1,109 @@
+"""What valid log-expression would change: each prediction as returned today and clipped at 0.
+
+    python benchmarks/clipping.py --dataset haber --seeds 0          # stored trainings only
+    python benchmarks/clipping.py --report                           # the table from the CSV
+
+Log-expression is never negative, but a decoded or shifted prediction can be, and
+tools such as cell-eval refuse it. For every held-out type the hold-out rule
+allows (and each seed), this loads the paper training from the training store
+(``--train`` makes the ones it lacks), predicts with the ``paper`` and
+``recommended`` presets and stage 07's model-free PCA transport, takes the
+gene-space and PCA-space arithmetic baselines (and control, valid already), and scores each prediction twice
+with the package's own scorer: as returned, and with its negative entries set to
+0. Nothing in the package changes; one row per (type, seed, method) with the
+share of negative entries and every metric both ways goes to
+``benchmarks/results/clipping.csv`` (a rerun skips the runs it holds).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+OUT = Path(__file__).resolve().parent / "results" / "clipping.csv"
+SHOWN = ("r2_mean_all", "r2_mean_top100", "r2_var_all", "pcc_delta_all", "deg_overlap_top100",
+         "edistance")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="haber")
+    parser.add_argument("--cell-types", nargs="*", default=None)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train", action="store_true", help="train what the store lacks")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the paper's")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--report", action="store_true", help="train nothing: print the table")
+    args = parser.parse_args(argv)
+    if args.report:
+        print(report(pd.read_csv(args.out)))
+        return 0
+
+    from scgen_ablation.config import PRESETS, preset
+    from scgen_ablation.data import DATASETS, dense, holdable_types_of, load_for
+    from scgen_ablation.experiment import score_all, score_variants
+    from scgen_ablation.record import Record
+    from scgen_ablation.store import TrainingStore
+
+    record = Record(args.out, key=["dataset", "held_out_cell_type", "seed", "method"], leading=[])
+    done = record.read()
+    fields = DATASETS[args.dataset].config_fields() if args.dataset in DATASETS else {}
+    base = preset("paper", dataset=args.dataset, num_threads=args.threads, **fields)
+    base = base.replace(epochs=args.epochs) if args.epochs else base
+    adata = load_for(base)
+    store = TrainingStore()
+    for seed in args.seeds:
+        for cell_type in args.cell_types or holdable_types_of(args.dataset):
+            if len(done) and ((done["held_out_cell_type"] == cell_type) & (done["seed"] == seed)).any():
+                continue
+            training = base.replace(held_out_cell_type=cell_type, seed=seed)
+            key = training.replace(keep_best=False).training_key(adata.uns["source_sha256"])
+            if not store.has(key) and not args.train:
+                print(f"{cell_type} seed {seed}: no stored training (--train makes it)")
+                continue
+            recommended = training.replace(**PRESETS["recommended"])  # trains as paper does
+            variants = {"05 paper": training, "recommended": recommended,
+                        "07 PCA · per-cell transport": recommended.replace(  # stage 07's base
+                            delta_space="pca", delta_method="transport")}
+            _, results = score_variants(adata, training, variants, store=store)
+            first = results["05 paper"]
+            predictions = {name: dense(r.prediction.X) for name, r in results.items()}
+            predictions.update({"gene-space arithmetic": first.baseline_predictions["gene_arith"],
+                                "PCA-space arithmetic": first.baseline_predictions["pca_arith"],
+                                # real cells: valid already, so clipping must change nothing
+                                "control as prediction": first.baseline_predictions["control"]})
+            rows = []
+            for method, X in predictions.items():
+                config = results.get(method, first).config
+                as_is, _ = score_all(first.split, X, config, first.degs)
+                clipped, _ = score_all(first.split, np.maximum(X, 0), config, first.degs)
+                rows.append({"dataset": args.dataset, "held_out_cell_type": cell_type,
+                             "seed": seed, "method": method,
+                             "negative_share": float((X < 0).mean()),
+                             "most_negative": float(X.min()),
+                             **{f"{m}": as_is[m] for m in SHOWN},
+                             **{f"{m}_clipped": clipped[m] for m in SHOWN}})
+                print(f"{cell_type} seed {seed} {method}: {rows[-1]['negative_share']:.1%} "
+                      f"negative; R² mean {as_is['r2_mean_all']:.4f} -> "
+                      f"{clipped['r2_mean_all']:.4f}", flush=True)
+            record.append(rows)
+    return 0
+
+
+def report(table: pd.DataFrame) -> str:
+    """Per method, mean over runs: the negative share and each metric's change by clipping."""
+    grouped = table.groupby("method", sort=False)
+    out = pd.DataFrame({"runs": grouped.size(),
+                        "negative entries": grouped["negative_share"].mean().map("{:.1%}".format)})
+    for metric in SHOWN:
+        out[f"{metric} as is"] = grouped[metric].mean().round(4)
+        out[f"{metric} change"] = (grouped[f"{metric}_clipped"].mean()
+                                   - grouped[metric].mean()).round(4)
+    return out.T.to_markdown()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
