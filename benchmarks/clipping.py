@@ -94,16 +94,21 @@ def main(argv=None) -> int:
 
 
 def report(table: pd.DataFrame) -> str:
-    """Per method, mean over runs: the negative share and each metric's change by clipping."""
-    grouped = table.groupby("method", sort=False)
-    out = pd.DataFrame({"runs": grouped.size(),
-                        "negative entries": grouped["negative_share"].mean().map("{:.1%}".format)})
-    for metric in SHOWN:
-        out[f"{metric} as is"] = grouped[metric].mean().round(4)
-        out[f"{metric} change"] = (grouped[f"{metric}_clipped"].mean()
-                                   - grouped[metric].mean()).round(4)
-    return out.T.to_markdown()
-
+    """Per dataset and method, mean over runs: the negative share, each metric as returned
+    and its change when the negative entries are set to 0."""
+    sections = []
+    for dataset, rows in table.groupby("dataset", sort=True):
+        grouped = rows.groupby("method", sort=False)
+        out = pd.DataFrame({"runs": grouped.size(), "negative entries":
+                            grouped["negative_share"].mean().map("{:.1%}".format)})
+        for metric in SHOWN:
+            out[f"{metric} as is"] = grouped[metric].mean().round(4)
+            out[f"{metric} change"] = (grouped[f"{metric}_clipped"].mean()
+                                       - grouped[metric].mean()).round(4)
+        seeds = ", ".join(map(str, sorted(rows["seed"].unique())))
+        sections.append(f"**{dataset}** ({rows['held_out_cell_type'].nunique()} types, "
+                        f"seeds {seeds})\n\n" + out.T.to_markdown())
+    return "\n\n".join(sections)
 
 if __name__ == "__main__":
     raise SystemExit(main())
