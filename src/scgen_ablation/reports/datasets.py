@@ -7,7 +7,8 @@ import pandas as pd
 
 from ..metrics import METRIC_LABELS, METRICS
 from ..paths import PROJECT_ROOT
-from .common import GENE_ARITHMETIC, SHORT, markdown, scored
+from ..comparison import reference_runs
+from .common import GENE_ARITHMETIC, REFERENCE, SHORT, markdown, scored
 
 
 VERDICTS = PROJECT_ROOT / "benchmarks" / "results" / "dataset_verdicts.csv"  # docs/datasets.md
@@ -58,21 +59,29 @@ def components(everything: pd.DataFrame) -> pd.DataFrame:
     columns = {f"gene_arith_{m}": m for m in DATASET_METRICS if f"gene_arith_{m}" in scgen}
     parts.append(scgen[["dataset", "run", "held_out_cell_type", "seed", *columns]]
                  .rename(columns=columns).assign(method=GENE_ARITHMETIC))
+    for dataset in sorted(everything["dataset"].unique()):  # R² only, where it was run
+        reference = reference_runs(dataset)
+        if reference is not None and len(reference):
+            shown = [m for m in DATASET_METRICS if m in reference]
+            parts.append(reference[["cell_type", "seed", *shown]]
+                         .rename(columns={"cell_type": "held_out_cell_type"})
+                         .assign(dataset=dataset, method=REFERENCE))
     return pd.concat(parts, ignore_index=True)
 
 
 def datasets_block(everything: pd.DataFrame, metric: str) -> str:
     """One metric, each component (rows) on each dataset (columns): mean ± sd over runs."""
     long = components(everything)
-    order = [*COMPONENTS.values(), GENE_ARITHMETIC]
+    order = [*COMPONENTS.values(), REFERENCE, GENE_ARITHMETIC]
     grouped = long.groupby(["method", "dataset"])[metric]
     sd = grouped.std().round(3).astype(str)
     cells = (grouped.mean().round(3).astype(str) + (" ± " + sd).where(grouped.size() > 1, "")
-             + " (" + grouped.size().astype(str) + ")").unstack()
+             + " (" + grouped.size().astype(str) + ")").where(grouped.count() > 0).unstack()
     cells = cells.reindex([m for m in order if m in cells.index]).fillna("—")
     return markdown(cells.rename_axis(SHORT.get(metric, metric))) + (
         f"\n\n{METRIC_LABELS[metric]}: mean ± sd (runs) over held-out types × seeds on each "
-        "dataset; —: not in the record yet.")
+        "dataset; —: not in the record yet (the authors' scGen: R² only, "
+        "`benchmarks/reference.py`).")
 
 
 def cost_block(everything: pd.DataFrame) -> str:
