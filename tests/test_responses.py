@@ -98,3 +98,31 @@ def test_pca_space_needs_no_model_and_latent_space_does():
     assert prediction.predict(None, split.train, split.ctrl_target, config).n_obs > 0
     with pytest.raises(ValueError, match="a model is needed"):
         prediction.predict(None, split.train, split.ctrl_target, config.replace(delta_space="latent"))
+
+
+def test_cells_around_the_twins_mean_keep_the_models_spread_and_never_see_the_truth(monkeypatch):
+    """mean_space="pca": the latent prediction's cells, moved so that their mean is the PCA
+    twin's; neither response it makes is given the held-out type's stimulated cells."""
+    adata, _, _ = simulate(n_types=4, cells_per_type=60, n_genes=30)
+    config = sa.ScGenConfig(hidden_sizes=(16, 16), latent_dim=4, epochs=2, n_bootstrap=0,
+                            n_degs=10, held_out_cell_type="type1", delta_method="ridge",
+                            prediction_mode="residual")
+    split, _ = experiment.prepare(adata, config)
+    model = sa.train(split.train, config, progress=False)
+    calls = []
+    real = prediction.response
+
+    def spy(method, Z, cell_type, condition, *args):
+        calls.append(set(zip(cell_type, condition)))
+        return real(method, Z, cell_type, condition, *args)
+
+    monkeypatch.setattr(prediction, "response", spy)
+    centred = dense(prediction.predict(model, split.train, split.ctrl_target,
+                                       config.replace(mean_space="pca")).X)
+    assert len(calls) == 2 and all(("type1", "stimulated") not in pairs for pairs in calls)
+    own = dense(prediction.predict(model, split.train, split.ctrl_target, config).X)
+    twin = dense(prediction.predict(None, split.train, split.ctrl_target,
+                                    config.replace(delta_space="pca")).X)
+    np.testing.assert_allclose(centred.mean(0), twin.mean(0), atol=1e-4)
+    np.testing.assert_allclose(centred - centred.mean(0), own - own.mean(0), atol=1e-4)
+    assert not np.allclose(own.mean(0), twin.mean(0), atol=1e-3)  # the mean did move

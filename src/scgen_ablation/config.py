@@ -27,6 +27,7 @@ CHOICES = {
     "prediction_mode": ("decode", "residual"),
     "delta_method": ("mean", "similarity", "ridge", "transport"),
     "delta_space": ("latent", "pca"),
+    "mean_space": ("same", "pca"),
 }
 # smallest allowed value of each count (None allowed where the field says so)
 LOWER_BOUNDS = {"latent_dim": 1, "epochs": 1, "batch_size": 2, "n_degs": 1, "n_top_genes": 1,
@@ -36,13 +37,14 @@ LOWER_BOUNDS = {"latent_dim": 1, "epochs": 1, "batch_size": 2, "n_degs": 1, "n_t
 # how a trained model is used; keep_best too: a training keeps both its last and its
 # best epoch's weights (the training store saves both), and keep_best picks one
 PREDICTION_FIELDS = ("keep_best", "balance_delta", "delta_cell_types", "delta_latent",
-                     "prediction_mode", "delta_method", "delta_space")
+                     "prediction_mode", "delta_method", "delta_space", "mean_space")
 NOT_TRAINING = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap", "device", "num_threads",
                 "checkpoint_every")
 # fields added after trainings were first stored, at the value that reproduces the
 # behaviour from before they existed: left out of keys and digests at that value, so
 # the store's earlier trainings (and the runs that used them) keep their identity
-LATER_FIELDS = {"early_stopping_min_delta": 0.0, "learning_rate_schedule": "constant"}
+LATER_FIELDS = {"early_stopping_min_delta": 0.0, "learning_rate_schedule": "constant",
+                "mean_space": "same"}
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
@@ -96,6 +98,9 @@ class ScGenConfig:
     # gene-space twin that needs no model, in the training data's principal components
     delta_method: str = "mean"
     delta_space: str = "latent"
+    # "pca": the predicted cells keep their own spread around the mean that the same
+    # response predicts in principal components (the model-free twin's mean)
+    mean_space: str = "same"
 
     # --- evaluation --------------------------------------------------------------
     n_degs: int = 100

@@ -115,7 +115,8 @@ def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnDa
     cell instead of decoding the cell itself.  ``delta_method`` other than
     "mean" makes the response depend on the held-out type (responses.py);
     ``delta_space="pca"`` does all of it in principal components instead of
-    the model's latent space (the model is then not used).
+    the model's latent space (the model is then not used); ``mean_space="pca"``
+    keeps the model's cells but moves their mean to that model-free twin's.
     """
     config = config or model.config
     if model is None and config.delta_space != "pca":
@@ -158,6 +159,11 @@ def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnDa
     shifted = unembed(mu + delta)
     if config.prediction_mode == "residual":
         shifted = dense(ctrl_target.X) + shifted - unembed(mu)
+    if config.mean_space == "pca" and config.delta_space != "pca":
+        # the cells' differences from their mean stay the model's; the mean is the twin's
+        twin = predict(None, train, ctrl_target,
+                       config.replace(delta_space="pca", mean_space="same"))
+        shifted = shifted - shifted.mean(0) + dense(twin.X).mean(0)
     obs = pd.DataFrame(ctrl_target.obs.copy())
     obs[config.condition_key] = PREDICTED_LABEL
     obs.index = [f"{name}-{PREDICTED_LABEL}" for name in ctrl_target.obs_names]
