@@ -81,8 +81,11 @@ def ranked_genes(stimulated: np.ndarray, control: np.ndarray, var_names, n: int,
                        var=pd.DataFrame(index=pd.Index(var_names).astype(str)))
     cells.obs_names = [f"c{i}" for i in range(cells.n_obs)]
     cells.obs["_group"] = pd.Categorical(["stim"] * len(stimulated) + ["ctrl"] * len(control))
-    sc.tl.rank_genes_groups(cells, groupby="_group", groups=["stim"], reference="ctrl",
-                            method="wilcoxon", n_genes=n if direction == "up" else cells.n_vars)
+    # scanpy also takes log2 fold changes, unused here; over every gene some are of means
+    # at or below 0 (log-expression shifted down), which warns: the scores are what counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sc.tl.rank_genes_groups(cells, groupby="_group", groups=["stim"], reference="ctrl",
+                                method="wilcoxon", n_genes=n if direction == "up" else cells.n_vars)
     ranked = cells.uns["rank_genes_groups"]
     genes = [str(g) for g in ranked["names"]["stim"]]
     if direction == "both":
