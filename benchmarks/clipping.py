@@ -1,23 +1,28 @@
-"""What valid log-expression would change: each prediction as returned today and clipped at 0.
+"""What valid log-expression changed: each prediction unclipped and clipped at 0.
 
     python benchmarks/clipping.py --dataset haber --seeds 0          # stored trainings only
     python benchmarks/clipping.py --report                           # the table from the CSV
 
 Log-expression is never negative, but a decoded or shifted prediction can be, and
-tools such as cell-eval refuse it. For every held-out type the hold-out rule
-allows (and each seed), this loads the paper training from the training store
-(``--train`` makes the ones it lacks), predicts with the ``paper`` and
-``recommended`` presets and stage 07's model-free PCA transport, takes the
-gene-space and PCA-space arithmetic baselines (and control, valid already), and scores each prediction twice
-with the package's own scorer: as returned, and with its negative entries set to
-0. Nothing in the package changes; one row per (type, seed, method) with the
-share of negative entries and every metric both ways goes to
-``benchmarks/results/clipping.csv`` (a rerun skips the runs it holds).
+tools such as cell-eval refuse it. Since issue #30 every prediction the package
+returns has its negative entries set to 0 (``data.as_log_expression``, prediction
+version 2); this measures what that changed. For every held-out type the hold-out
+rule allows (and each seed), it loads the paper training from the training store
+(``--train`` makes the ones it lacks), predicts with the package's final clip
+switched off (version 1: the ``paper`` and ``recommended`` presets, stage 07's
+model-free PCA transport, the gene-space and PCA-space arithmetic baselines, and
+control, valid already), and scores each prediction twice with the package's own
+scorer: unclipped, and with its negative entries set to 0 (what the package
+returns now). One row per (type, seed, method) with the share of negative entries
+and every metric both ways goes to ``benchmarks/results/clipping.csv`` (a rerun
+skips the runs it holds).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -25,6 +30,17 @@ import pandas as pd
 OUT = Path(__file__).resolve().parent / "results" / "clipping.csv"
 SHOWN = ("r2_mean_all", "r2_mean_top100", "r2_var_all", "pcc_delta_all", "deg_overlap_top100",
          "edistance")
+
+
+@contextlib.contextmanager
+def unclipped():
+    """The package's predictions and baselines as computed, before their final clip at 0."""
+    def as_computed(X):
+        return np.asarray(X, dtype=np.float32)
+
+    with mock.patch("scgen_ablation.prediction.as_log_expression", as_computed), \
+            mock.patch("scgen_ablation.metrics.as_log_expression", as_computed):
+        yield
 
 
 def main(argv=None) -> int:
@@ -68,7 +84,8 @@ def main(argv=None) -> int:
             variants = {"05 paper": training, "recommended": recommended,
                         "07 PCA · per-cell transport": recommended.replace(  # stage 07's base
                             delta_space="pca", delta_method="transport")}
-            _, results = score_variants(adata, training, variants, store=store)
+            with unclipped():
+                _, results = score_variants(adata, training, variants, store=store)
             first = results["05 paper"]
             predictions = {name: dense(r.prediction.X) for name, r in results.items()}
             predictions.update({"gene-space arithmetic": first.baseline_predictions["gene_arith"],
@@ -78,7 +95,8 @@ def main(argv=None) -> int:
             rows = []
             for method, X in predictions.items():
                 config = results.get(method, first).config
-                as_is, _ = score_all(first.split, X, config, first.degs)
+                with unclipped():  # the baselines in score_all as they were scored then
+                    as_is, _ = score_all(first.split, X, config, first.degs)
                 clipped, _ = score_all(first.split, np.maximum(X, 0), config, first.degs)
                 rows.append({"dataset": args.dataset, "held_out_cell_type": cell_type,
                              "seed": seed, "method": method,
@@ -94,15 +112,16 @@ def main(argv=None) -> int:
 
 
 def report(table: pd.DataFrame) -> str:
-    """Per dataset and method, mean over runs: the negative share, each metric as returned
-    and its change when the negative entries are set to 0."""
+    """Per dataset and method, mean over runs: the negative share, each metric unclipped
+    (prediction version 1) and its change when the negative entries are set to 0 (version 2,
+    what the package returns)."""
     sections = []
     for dataset, rows in table.groupby("dataset", sort=True):
         grouped = rows.groupby("method", sort=False)
         out = pd.DataFrame({"runs": grouped.size(), "negative entries":
                             grouped["negative_share"].mean().map("{:.1%}".format)})
         for metric in SHOWN:
-            out[f"{metric} as is"] = grouped[metric].mean().round(4)
+            out[f"{metric} unclipped"] = grouped[metric].mean().round(4)
             out[f"{metric} change"] = (grouped[f"{metric}_clipped"].mean()
                                        - grouped[metric].mean()).round(4)
         seeds = ", ".join(map(str, sorted(rows["seed"].unique())))

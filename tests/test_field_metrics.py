@@ -94,3 +94,53 @@ def test_genes_that_go_down_count_only_in_the_both_directions_overlap(cells):
     both_right[:, 6:9] *= 0.05
     scores = metrics.field_scores(both_right, control, truth, genes, degs, n_components=5)
     assert scores["deg_overlap_both_top100"] == 1.0
+
+
+@pytest.mark.kang
+def test_a_real_prediction_is_valid_log_expression_and_cell_eval_scores_it_as_we_do(kang, tmp_path):
+    """Issue #30: every prediction the package returns is valid log-expression, so other
+    tools accept it, and the metrics are computed on what is returned. cell-eval (an
+    independent implementation of the field's metrics) is the oracle: its input check
+    refuses negative values, and its pearson_delta is our r of change over all genes."""
+    import anndata as ad
+    import pandas as pd
+    from cell_eval import MetricsEvaluator
+
+    import scgen_ablation as sa
+    from scgen_ablation.data import check_expression, dense
+
+    config = sa.preset("recommended", hidden_sizes=(64, 64), latent_dim=10, epochs=3,
+                       n_bootstrap=0, held_out_cell_type="CD4T")
+    result = sa.run(kang, config, progress=False)
+    predicted = dense(result.prediction.X)
+    assert predicted.min() == 0.0 and (predicted == 0).mean() > 0.05  # clipped, not shifted
+    check_expression(result.prediction.X, "the prediction")  # what the package accepts as input
+    for name, baseline in result.baseline_predictions.items():
+        assert baseline.min() >= 0, name
+    condition, control, stimulated = (config.condition_key, config.control_label,
+                                      config.stimulated_label)
+
+    def cells(X, names, label):
+        adata = ad.AnnData(X=np.asarray(X, dtype=np.float32),
+                           var=pd.DataFrame(index=result.split.truth.var_names))
+        adata.obs_names = [f"{name}-{label}" for name in names]
+        adata.obs[condition] = label
+        return adata
+
+    control_cells = cells(dense(result.split.ctrl_target.X), result.split.ctrl_target.obs_names,
+                          control)
+    real = ad.concat([control_cells, cells(dense(result.split.truth.X),
+                                           result.split.truth.obs_names, stimulated)])
+
+    def cell_eval_scores(X):
+        both = ad.concat([control_cells, cells(X, result.prediction.obs_names, stimulated)])
+        evaluator = MetricsEvaluator(both, real, control_pert=control, pert_col=condition,
+                                     skip_de=True, num_threads=1, outdir=str(tmp_path / "ce"))
+        scores, _ = evaluator.compute(profile="anndata", write_csv=False,
+                                      skip_metrics=["pearson_edistance", "clustering_agreement"])
+        return scores.row(0, named=True)
+
+    assert cell_eval_scores(predicted)["pearson_delta"] == pytest.approx(
+        result.metrics["pcc_delta_all"], abs=1e-6)
+    with pytest.raises(ValueError, match="negative"):  # the check it would fail unclipped
+        cell_eval_scores(predicted - 0.5)

@@ -172,20 +172,32 @@ def test_a_record_with_its_own_key_replaces_a_rerun_and_keeps_its_columns(tmp_pa
     assert table.set_index("cell_type")["r2_mean_all"].to_dict() == {"NK": 0.6, "B": 0.7}
 
 
-def test_a_row_made_by_another_training_is_stale_and_remade(tmp_path):
-    # a preset's change alters a planned row's training key: the old row no longer holds
+def test_a_row_made_by_another_training_or_prediction_version_is_stale_and_remade(tmp_path):
+    # a preset's change alters a planned row's training key, and a change of what predict
+    # returns (prediction.PREDICTION_VERSION) alters how every row is scored: either way the
+    # old row no longer holds; a row without the version column was scored on version 1
+    from scgen_ablation.prediction import PREDICTION_VERSION
+
+    assert PREDICTION_VERSION > 1
     items = [{"dataset": "kang", "stage": "05_scgen", "variant": "recommended",
-              "held_out_cell_type": t, "seed": 0, "training_key": f"new-{t}"} for t in ("B", "NK")]
+              "held_out_cell_type": t, "seed": 0, "training_key": f"new-{t}",
+              "prediction_version": PREDICTION_VERSION} for t in ("B", "NK", "CD4T")]
     done = pd.DataFrame([{"dataset": "kang", "stage": "05_scgen", "variant": "recommended",
-                          "held_out_cell_type": t,
-                          "seed": 0, "training_key": key, "status": "ok"}
-                         for t, key in (("B", "old-B"), ("NK", "new-NK"))])
-    assert [item["held_out_cell_type"] for item in ablation_record.stale(items, done)] == ["B"]
+                          "held_out_cell_type": t, "seed": 0, "training_key": key,
+                          "prediction_version": version, "status": "ok"}
+                         for t, key, version in (("B", "old-B", PREDICTION_VERSION),
+                                                 ("NK", "new-NK", PREDICTION_VERSION),
+                                                 ("CD4T", "new-CD4T", 1))])
+    assert [item["held_out_cell_type"] for item in ablation_record.stale(items, done)] == [
+        "B", "CD4T"]
     assert [[i["held_out_cell_type"] for i in unit]
-            for unit in ablation_record.pending_units(items, done)] == [["B"]]
+            for unit in ablation_record.pending_units(items, done)] == [["B"], ["CD4T"]]
+    unversioned = done.drop(columns="prediction_version")  # rows from before the column: v1
+    assert len(ablation_record.stale(items, unversioned)) == 3
     record = Record(tmp_path / "record.csv")
     record.append(done.to_dict("records"))
-    record.append([{**items[0], "status": "ok"}])  # the remade row replaces the stale one
+    for item in (items[0], items[2]):  # the remade rows replace the stale ones
+        record.append([{**item, "status": "ok"}])
     assert ablation_record.pending_units(items, record.read()) == []
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .record import KEY, META, Record, check_rows, pending, read_csv
+from .record import KEY, META, Record, check_rows, pending, read_csv, versioned
 from .paths import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
@@ -42,6 +42,7 @@ REPORTED_DOCS = ("docs/ablation.md", "docs/metrics.md", "docs/datasets.md", "doc
 def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[dict]:
     """Every row the profile makes: its key, training key and config."""
     from .planning import plan, with_checksums
+    from .prediction import PREDICTION_VERSION
     from .tracking import experiment_for
 
     jobs = with_checksums(plan(profile, stages, profiles_path=profiles,
@@ -56,15 +57,21 @@ def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[di
                           "stage": job.stage, "variant": variant,
                           "held_out_cell_type": config.held_out_cell_type, "seed": config.seed,
                           "training_key": config.training_key(job.data_sha256),
+                          "prediction_version": PREDICTION_VERSION,
                           "data_sha256": job.data_sha256, "config": config.to_dict()})
     return items
 
 
+# what made a row: the training, and the prediction version it was scored on
+MADE_BY = ["training_key", "prediction_version"]
+
+
 def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
-    """The items recorded in ``done`` by another training than the one planned now: a row
-    holds only for the training it was made with (a changed config or data makes it stale)."""
+    """The items recorded in ``done`` by another training, or scored on another prediction
+    version, than planned now: a row holds only for what it was made with (a changed
+    config, data or prediction makes it stale)."""
     missing = {id(item) for item in pending(items, done, KEY)}  # not recorded at all
-    return [item for item in pending(items, done, KEY, made_by="training_key")
+    return [item for item in pending(items, versioned(done), KEY, made_by=MADE_BY)
             if id(item) not in missing]
 
 
@@ -73,7 +80,7 @@ def pending_units(items: list[dict], done: pd.DataFrame) -> list[list[dict]]:
     key (one training each), in plan order; a stale row is replaced when its new row is
     appended."""
     units: dict[str, list[dict]] = {}
-    for item in pending(items, done, KEY, made_by="training_key"):
+    for item in pending(items, versioned(done), KEY, made_by=MADE_BY):
         units.setdefault(item["training_key"], []).append(item)
     return list(units.values())
 
@@ -99,14 +106,14 @@ def score_unit(unit: list[dict], store=None, threads: int | None = None) -> list
         model, results = score_variants(adata, first, dict(enumerate(configs)),
                                         store=store or TrainingStore(), train_if_unused=False)
     except FloatingPointError as error:  # a result too: this setting diverged here
-        return [{**{k: item[k] for k in KEY}, "training_key": item["training_key"],
+        return [{**{k: item[k] for k in KEY}, **{k: item[k] for k in MADE_BY},
                  "device": pick_device(first.device).type, "status": "diverged",
                  "error": str(error)} for item in unit]
     rows = []  # identical configs (stage 02 = stage 03 at beta 1) are scored once
     for index, item in enumerate(unit):
         trained = {"device": model.trained_on, "train_seconds": model.train_seconds,
                    "reused": model.reused} if model else {"device": "cpu"}
-        rows.append({**{k: item[k] for k in KEY}, "training_key": item["training_key"],
+        rows.append({**{k: item[k] for k in KEY}, **{k: item[k] for k in MADE_BY},
                      "status": "ok", **trained, **results[index].metrics})
     return rows
 
@@ -129,7 +136,7 @@ def from_study(items: list[dict], study_csv: Path = STUDY_TRAINING) -> list[dict
     from .study import PREDICTION_LEVERS, TRAINING_LEVERS
     from .study_record import study_config
 
-    study = pd.read_csv(study_csv)
+    study = versioned(pd.read_csv(study_csv))
     planned: dict[tuple, list[dict]] = {}
     for item in items:
         planned.setdefault((item["held_out_cell_type"], int(item["seed"])), []).append(item)
@@ -144,9 +151,10 @@ def from_study(items: list[dict], study_csv: Path = STUDY_TRAINING) -> list[dict
             mine = ScGenConfig.from_dict(item["config"])
             if (config.training_key(item["data_sha256"]) == item["training_key"]
                     and all(getattr(config, f) == getattr(mine, f) for f in PREDICTION_FIELDS)):
-                metrics = {k: v for k, v in row.items()
-                           if k not in ("cell_type", "seed", "lever", "kind", "prediction")}
+                metrics = {k: v for k, v in row.items() if k not in
+                           ("cell_type", "seed", "lever", "kind", "prediction", "prediction_version")}
                 rows.append({**{k: item[k] for k in KEY}, "training_key": item["training_key"],
+                             "prediction_version": int(row["prediction_version"]),
                              "status": "ok", "reused": False, "source": study_csv.name,
                              **metrics})
     return rows
@@ -175,6 +183,12 @@ def checked_import(rows: pd.DataFrame, planned: dict[tuple, dict], where: str) -
     if other:
         raise ValueError(f"{where}: {len(other)} row(s) were made by another training than the "
                          f"planned one (stale, or other data), e.g. {other[:3]}")
+    versions = versioned(rows)["prediction_version"]
+    older = [k for k, version in zip(keys, versions) if planned[k]["prediction_version"] != version]
+    if older:
+        raise ValueError(f"{where}: {len(older)} row(s) were scored on another prediction version "
+                         f"than this code's ({planned[older[0]]['prediction_version']}; a row "
+                         f"without the column is version 1), e.g. {older[:3]}")
     known = set(KEY) | set(META) | {"data_sha256"}
     for column in rows.columns.difference(list(known)):
         values = rows[column].dropna()
@@ -375,8 +389,8 @@ def main(argv=None) -> int:
     old = len(stale(items, done))
     print(f"{len(items)} rows in profile {args.profile!r}; {rows_to_make} to make from "
           f"{len(units)} trainings, {args.jobs} at a time"
-          + (f" ({old} of them stale: made by a training whose config or data has changed)"
-             if old else ""), flush=True)
+          + (f" ({old} of them stale: made by a training whose config or data has changed, "
+             "or scored on an older prediction version)" if old else ""), flush=True)
     if args.write_units:
         args.write_units.mkdir(parents=True, exist_ok=True)
         for index, unit in enumerate(units):

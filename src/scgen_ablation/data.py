@@ -240,6 +240,17 @@ def preprocess(adata: ad.AnnData, n_top_genes: int = 2000, min_genes: int | None
     return adata[:, adata.var["highly_variable"]].copy()
 
 
+def as_log_expression(X: np.ndarray) -> np.ndarray:
+    """``X`` with its negative entries set to 0, as float32: what every prediction returns.
+
+    Log-expression is never negative, but arithmetic on it can be (a decoded change,
+    a shift in gene or PCA space): a third to a half of the entries of the unclipped
+    predictions were below 0 (docs/beyond.md). Tools such as cell-eval refuse those,
+    and so does :func:`check_expression`; the metrics score what this returns.
+    """
+    return np.maximum(np.asarray(X, dtype=np.float32), np.float32(0))
+
+
 def check_expression(X, what: str = "X") -> None:
     """Raise a clear error unless ``X`` is finite, non-negative, log-scale expression.
 

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.decomposition import PCA
 
-from .data import Split, dense
+from .data import Split, as_log_expression, dense
 
 # The metric names, defined here once.  "top100" is the top ``n_degs`` DEGs
 # (100 unless a config says otherwise; the name keeps the paper's default).
@@ -248,9 +248,10 @@ def pca_space_arithmetic(split: Split, config, n_components: int = 100) -> np.nd
 
 
 def baselines(split: Split, config) -> dict[str, np.ndarray]:
-    """Predictions (n_cells, n_genes) of the paper's simple baselines."""
+    """Predictions (n_cells, n_genes) of the paper's simple baselines, as valid
+    log-expression like every prediction (control cells are already)."""
     return {
         "control": dense(split.ctrl_target.X),
-        "gene_arith": gene_space_arithmetic(split, config),
-        "pca_arith": pca_space_arithmetic(split, config),
+        "gene_arith": as_log_expression(gene_space_arithmetic(split, config)),
+        "pca_arith": as_log_expression(pca_space_arithmetic(split, config)),
     }

@@ -4,7 +4,7 @@
 2. each set balanced over cell types (resampled with replacement, seeded);
 3. both subsampled without replacement to the same size;
 4. delta = mean latent code of stimulated - of control;
-5. prediction = decode(mu(held-out control cells) + delta).
+5. prediction = decode(mu(held-out control cells) + delta), negative entries set to 0.
 """
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import balance, check_expression, check_labels, check_names, dense
+from .data import as_log_expression, balance, check_expression, check_labels, check_names, dense
 from .model import TrainedModel
 from .responses import response
 
 PREDICTED_LABEL = "predicted"
+# What a record row's numbers were scored on (the record's prediction_version column):
+# 1 = the prediction as computed, negative entries included (every row before issue #30);
+# 2 = valid log-expression, negative entries set to 0 (data.as_log_expression).
+PREDICTION_VERSION = 2
 
 
 @torch.no_grad()
@@ -109,7 +113,8 @@ def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnDa
             config=None) -> ad.AnnData:
     """Predict the stimulated state of ``ctrl_target`` (control cells of the held-out type).
 
-    Returns AnnData with the same var as the input, one row per input cell,
+    Returns valid log-expression (negative entries set to 0: data.as_log_expression)
+    as AnnData with the same var as the input, one row per input cell,
     ``obs[condition_key] = "predicted"`` and the delta in ``uns["delta"]``.
     ``prediction_mode="residual"`` adds the decoded change to each control
     cell instead of decoding the cell itself.  ``delta_method`` other than
@@ -167,6 +172,6 @@ def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnDa
     obs = pd.DataFrame(ctrl_target.obs.copy())
     obs[config.condition_key] = PREDICTED_LABEL
     obs.index = [f"{name}-{PREDICTED_LABEL}" for name in ctrl_target.obs_names]
-    prediction = ad.AnnData(X=shifted.astype(np.float32), obs=obs, var=ctrl_target.var.copy())
+    prediction = ad.AnnData(X=as_log_expression(shifted), obs=obs, var=ctrl_target.var.copy())
     prediction.uns["delta"] = delta
     return prediction

@@ -44,29 +44,41 @@ def check_rows(rows: pd.DataFrame, where: str, key: list[str] = KEY) -> pd.DataF
 
 
 def pending(planned: list[dict], done: pd.DataFrame, key: list[str] = KEY,
-            made_by: str | None = None) -> list[dict]:
+            made_by: str | list[str] | None = None) -> list[dict]:
     """The one answer to "what is left to do": the ``planned`` rows that ``done`` lacks
-    (matched on ``key``), in plan order. With ``made_by`` (the ablation record's
-    ``training_key``), a row recorded by another value of it is stale, so pending too."""
+    (matched on ``key``), in plan order. With ``made_by`` (a column or columns: the
+    ablation record's ``training_key`` and ``prediction_version``), a row recorded
+    with other values of them is stale, so pending too."""
     def identity(values) -> tuple:
         return tuple(int(v) if k == "seed" else str(v) for k, v in zip(key, values))
 
-    columns = key + ([made_by] if made_by else [])
+    made_by = [made_by] if isinstance(made_by, str) else list(made_by or [])
+    columns = key + made_by
     if not len(done) or any(c not in done for c in columns):
         return list(planned)
-    recorded = {identity(row[:len(key)]): row[len(key):]
+    recorded = {identity(row[:len(key)]): tuple(map(str, row[len(key):]))
                 for row in done[columns].itertuples(index=False, name=None)}
     out = []
     for row in planned:
         found = recorded.get(identity(row[k] for k in key))
-        if found is None or (made_by and found[0] != row[made_by]):
+        if found is None or found != tuple(str(row[c]) for c in made_by):
             out.append(row)
     return out
 
 
 # the columns after the key in the ablation record: where and how each row was made
-META = ["training_key", "device", "status", "error", "train_seconds", "epochs_run", "best_epoch",
-        "reused", "source"]
+META = ["training_key", "prediction_version", "device", "status", "error", "train_seconds",
+        "epochs_run", "best_epoch", "reused", "source"]
+
+
+def versioned(done: pd.DataFrame) -> pd.DataFrame:
+    """``done`` with a whole-number ``prediction_version``: a row without one was scored
+    before the column existed, on version 1 (prediction.PREDICTION_VERSION says which)."""
+    if not len(done):
+        return done
+    version = (done["prediction_version"] if "prediction_version" in done
+               else pd.Series(float("nan"), index=done.index))
+    return done.assign(prediction_version=version.fillna(1).astype(int))
 
 
 class Record:

@@ -38,6 +38,7 @@ import pandas as pd
 from .config import ScGenConfig
 from .experiment import prepare, score_variants
 from .metrics import HEADLINE_METRICS, LOWER_IS_BETTER
+from .prediction import PREDICTION_VERSION
 from .stages import load_stage
 from .store import TrainingStore
 
@@ -69,7 +70,8 @@ def evaluate_prediction_levers(adata: ad.AnnData, config: ScGenConfig,
     for lever, result in results.items():
         rows.append({"cell_type": config.held_out_cell_type, "seed": config.seed,
                      "lever": lever, "kind": "prediction", "train_seconds": model.train_seconds,
-                     "device": model.trained_on, **result.metrics})
+                     "device": model.trained_on, "prediction_version": PREDICTION_VERSION,
+                     **result.metrics})
     return rows
 
 
@@ -92,7 +94,7 @@ def evaluate_training_lever(adata: ad.AnnData, config: ScGenConfig, lever: str,
         rows.append({"cell_type": config.held_out_cell_type, "seed": config.seed,
                      "lever": lever, "kind": "training", "prediction": prediction,
                      "train_seconds": model.train_seconds, "device": model.trained_on,
-                     **result.metrics})
+                     "prediction_version": PREDICTION_VERSION, **result.metrics})
     return rows
 
 

@@ -121,9 +121,12 @@ def pending(done: pd.DataFrame, args, predictions) -> list[tuple]:
     """(seed, cell type, training lever or None) still to train (record.pending over the
     rows each would make): with --levers prediction one training per (cell type, seed)
     scores every prediction lever; a training lever is done once it is scored under
-    every prediction."""
-    from .record import pending as missing
+    every prediction; a row scored on an older prediction version (record.versioned) is
+    made again."""
+    from .prediction import PREDICTION_VERSION
+    from .record import pending as missing, versioned
 
+    done = versioned(done)
     units = {}
     for seed in args.seeds:
         for cell_type in args.cell_types:
@@ -137,7 +140,9 @@ def pending(done: pd.DataFrame, args, predictions) -> list[tuple]:
                     units[(seed, cell_type, lever)] = [
                         {"cell_type": cell_type, "seed": seed, "lever": lever, "prediction": p}
                         for p in predictions]
-    return [unit for unit, rows in units.items() if missing(rows, done, list(rows[0]))]
+    return [unit for unit, rows in units.items()
+            if missing([{**row, "prediction_version": PREDICTION_VERSION} for row in rows],
+                       done, list(rows[0]), made_by="prediction_version")]
 
 
 def in_process(todo, args, predictions):

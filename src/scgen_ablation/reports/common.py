@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..metrics import BASELINES, FIELD_METRICS, METRICS
+from ..record import versioned
 
 
 REFERENCE = "authors' scGen (reference)"
@@ -61,7 +62,7 @@ def write_blocks(doc: Path, blocks: dict[str, str], mine=lambda name: not name.s
 
 def load(csv: Path) -> pd.DataFrame:
     """The record, in stage order (the stage files' variant order within a stage)."""
-    table = pd.read_csv(csv)
+    table = versioned(pd.read_csv(csv))
     if "status" not in table:
         table["status"] = "ok"
     if "source" not in table:  # rows this record made itself

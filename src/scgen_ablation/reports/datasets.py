@@ -91,11 +91,15 @@ def cost_block(everything: pd.DataFrame) -> str:
         trainings=("training_key", "size"), hours=("train_seconds", lambda s: s.sum() / 3600),
         seconds_each=("train_seconds", "median"))
     rows = everything.groupby("dataset").size().rename("rows in the record")
-    table = table.reset_index().merge(rows.reset_index(), on="dataset")
+    unclipped = (everything["prediction_version"] == 1).groupby(everything["dataset"]).sum()
+    table = (table.reset_index().merge(rows.reset_index(), on="dataset")
+             .merge(unclipped.rename("of them unclipped (v1)").reset_index(), on="dataset"))
     return table.round({"hours": 1, "seconds_each": 0}).to_markdown(index=False) + (
         "\n\nTrainings: unique training keys with a recorded time (rows the study imported "
         "carry none); hours: their training time summed (wall time is less where several "
-        "ran at once); seconds_each: the median.")
+        "ran at once); seconds_each: the median. Unclipped (v1): rows scored on predictions "
+        "with their negative entries kept (prediction version 1, before issue #30); "
+        "`ablation_record --dry-run` counts them as stale.")
 
 
 def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
