@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The converged study on one dataset (docs/datasets.md): the rows its rules need, in the
 # order that makes each rule judgeable soonest. Resumable: rows already in the record
-# (same training key) are skipped, so run it again after an interruption.
+# (same training key and prediction version) are skipped, so run it again after an
+# interruption; rows scored on an older prediction version are scored again (stored
+# trainings: no training).
 #   bash benchmarks/dataset_study.sh haber [JOBS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +16,5 @@ record --stages 06_small_data -p training_levers '[]'    # step 1's 7 prediction
 record --stages 07_beyond                                  # on the same training
 record --stages 03_kl_weighting -p variants '[kl_weight=5e-05]'           # the paper's beta
 record --stages 05_scgen 07_beyond -p preset_name recommended             # 1 training
+record --stages 05_scgen 07_beyond -p preset_name kang_picks              # 1 training (steps 2 + 3)
 record --stages 01_autoencoder 02_vae                      # 2 trainings
