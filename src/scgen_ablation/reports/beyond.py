@@ -7,7 +7,7 @@ import pandas as pd
 
 from ..comparison import common_runs
 from ..metrics import BASELINES, METRIC_LABELS, METRICS
-from .common import (GENE_ARITHMETIC, REFERENCE, SHORT, markdown, mean_sd, reference_rows,
+from .common import (GENE_ARITHMETIC, REFERENCE, SHORT, latest, markdown, mean_sd, reference_rows,
                      scored, with_baselines)
 
 
@@ -127,11 +127,13 @@ def one_prediction_block(everything: pd.DataFrame) -> str:
     the paper training, 07's variants) against the goal's bars, on the runs 05 ``paper``
     has: the mean over them. A bar is met within a margin of ½ × the larger pooled seed
     sd (the bar's method's or the candidate's) / the number of methods compared. Methods
-    that give the same numbers on every run are one method (named first in stage order)."""
+    that give the same numbers on every run are one method (named first in stage order).
+    Only the rows of the dataset's latest prediction version count."""
     goal = [m for m, _, _ in ONE_PREDICTION_GOAL]
     table = scored(everything)
     sections = []
-    for dataset, data in table.groupby("dataset", sort=True):
+    for dataset, data in latest(table).groupby("dataset", sort=True):
+        version = data["prediction_version"].iloc[0]
         scgen = data[(data["stage"] == "05_scgen") & (data["variant"] == "paper")]
         runs = set(scgen["run"])
         if scgen["seed"].nunique() < 2:
@@ -179,7 +181,8 @@ def one_prediction_block(everything: pd.DataFrame) -> str:
         same = "; ".join(f"{m} = {', '.join(aliases[m][1:])}" for m in shown.index
                          if len(aliases[m]) > 1)
         sections.append(
-            f"**{dataset}**: {len(runs)} runs ({scgen['held_out_cell_type'].nunique()} types × "
+            f"**{dataset}** (prediction version {version}): {len(runs)} runs "
+            f"({scgen['held_out_cell_type'].nunique()} types × "
             f"seeds {', '.join(map(str, sorted(scgen['seed'].unique())))}), {k} distinct "
             f"methods. Bars: {'; '.join(bars)}.\n\n" + markdown(shown.rename_axis("method"))
             + (f"\n\nThe same numbers on every run: {same}." if same else ""))

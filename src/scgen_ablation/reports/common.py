@@ -76,6 +76,13 @@ def scored(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"] == "ok"]
 
 
+def latest(table: pd.DataFrame) -> pd.DataFrame:
+    """Each dataset's rows of its latest prediction version: rows scored on two versions
+    are never compared, and a dataset being rescored shows the runs it has so far."""
+    newest = table.groupby("dataset")["prediction_version"].transform("max")
+    return table[table["prediction_version"] == newest]
+
+
 def reference_rows() -> pd.DataFrame | None:
     """The authors' scGen on the same split (../shared/reference; R² only), if present."""
     from ..comparison import reference_runs

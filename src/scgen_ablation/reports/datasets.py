@@ -8,7 +8,7 @@ import pandas as pd
 from ..metrics import METRIC_LABELS, METRICS
 from ..paths import PROJECT_ROOT
 from ..comparison import reference_runs
-from .common import GENE_ARITHMETIC, REFERENCE, SHORT, markdown, scored
+from .common import GENE_ARITHMETIC, REFERENCE, SHORT, latest, markdown, scored
 
 
 VERDICTS = PROJECT_ROOT / "benchmarks" / "results" / "dataset_verdicts.csv"  # docs/datasets.md
@@ -52,7 +52,7 @@ RULE_METRICS = METRICS  # the four R², as every verdict of this repository
 def components(everything: pd.DataFrame) -> pd.DataFrame:
     """Long table: one row per (dataset, component, run), gene-space arithmetic included
     (read from the scGen rows' ``gene_arith_`` columns)."""
-    table = scored(everything)
+    table = latest(scored(everything))
     parts = [table[(table["stage"] == stage) & (table["variant"] == variant)].assign(method=label)
              for (stage, variant), label in COMPONENTS.items()]
     scgen = table[(table["stage"] == "05_scgen") & (table["variant"] == "paper")]
@@ -78,10 +78,19 @@ def datasets_block(everything: pd.DataFrame, metric: str) -> str:
     cells = (grouped.mean().round(3).astype(str) + (" ± " + sd).where(grouped.size() > 1, "")
              + " (" + grouped.size().astype(str) + ")").where(grouped.count() > 0).unstack()
     cells = cells.reindex([m for m in order if m in cells.index]).fillna("—")
+    cells = cells.rename(columns=versions_of(everything))
     return markdown(cells.rename_axis(SHORT.get(metric, metric))) + (
         f"\n\n{METRIC_LABELS[metric]}: mean ± sd (runs) over held-out types × seeds on each "
         "dataset; —: not in the record yet (the authors' scGen: R² only, "
-        "`benchmarks/reference.py`).")
+        "`benchmarks/reference.py`). v1 / v2: the prediction version the dataset's rows were "
+        "scored on, its latest in the record (v1: negative entries kept; v2: clipped at 0, "
+        "what the package returns; docs/beyond.md).")
+
+
+def versions_of(everything: pd.DataFrame) -> dict[str, str]:
+    """Each dataset's name with the prediction version its shown rows were scored on."""
+    return {dataset: f"{dataset} (v{version})" for dataset, version
+            in everything.groupby("dataset")["prediction_version"].max().items()}
 
 
 def cost_block(everything: pd.DataFrame) -> str:
@@ -107,10 +116,10 @@ def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
     (candidate − baseline, same type and seed), the margin (½ the baseline's seed sd pooled
     over types, divided on a new dataset by the number of candidates the choice was picked
     from) and
-    whether it passes; only datasets where both rows exist."""
-    table = scored(everything)
+    whether it passes; only datasets where both rows exist, per prediction version."""
+    table = latest(scored(everything))
     rows = []
-    for dataset, data in table.groupby("dataset", sort=True):
+    for (dataset, version), data in table.groupby(["dataset", "prediction_version"], sort=True):
         for rule, candidate, baseline, picked_from in DATASET_RULES:
             pair = [data[(data["stage"] == s) & (data["variant"] == v)]
                     .set_index(["held_out_cell_type", "seed"]) for s, v in (candidate, baseline)]
@@ -124,7 +133,8 @@ def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
                 difference = (new - old).mean()
                 passed = ("undetermined (one seed per type so far)" if np.isnan(margin)
                           else "yes" if difference >= margin else "no")
-                rows.append({"dataset": dataset, "rule": rule, "metric": metric,
+                rows.append({"dataset": dataset, "prediction_version": version,
+                             "rule": rule, "metric": metric,
                              "runs": len(shared), "types": shared.get_level_values(0).nunique(),
                              "mean_difference": round(difference, 4),
                              "margin": round(margin, 4), "passed": passed})
