@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 
 from ..record import check_rows, read_csv
 from . import ablation, benchmarks, beyond, datasets, metrics
-from .common import ABLATION_BLOCKS, load, write_blocks
+from .common import ABLATION_BLOCKS, latest, load, write_blocks
 
 DOCS = (ablation, metrics, benchmarks, beyond, datasets)  # the record's docs, README's blocks among them
 
@@ -35,7 +35,7 @@ def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> in
         raise SystemExit(f"ablation_record --report: {csv} holds no rows yet: make some with "
                          "python -m scgen_ablation.ablation_record first")
     everything = load(csv)
-    table = everything[everything["dataset"] == dataset].reset_index(drop=True)
+    table = latest(everything[everything["dataset"] == dataset]).reset_index(drop=True)
     if table.empty:
         raise SystemExit(f"ablation_record --report: {csv} holds no rows of dataset {dataset!r}; "
                          f"it has {sorted(everything['dataset'].unique())}")

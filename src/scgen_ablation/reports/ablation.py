@@ -47,7 +47,8 @@ def ladder_block(table: pd.DataFrame) -> str:
     runs = long[long["method"] == next(iter(LADDER.values()))]
     return (markdown(mean_sd(long)) + f"\n\nMean ± sd over {len(runs)} held-out runs "
             f"({runs['held_out_cell_type'].nunique()} cell types × "
-            f"{runs['seed'].nunique()} seeds); ↓: lower is better.")
+            f"{runs['seed'].nunique()} seeds), scored on prediction version "
+            f"{table['prediction_version'].max()} (docs/beyond.md); ↓: lower is better.")
 
 
 def variants_block(table: pd.DataFrame) -> str:
