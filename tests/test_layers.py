@@ -86,6 +86,17 @@ def test_the_training_key_ignores_what_does_not_change_training():
     assert paper.training_key("abc") != paper.training_key("abd")  # other data
 
 
+
+def test_the_scoring_key_is_what_changes_a_prediction_or_its_evaluation_only():
+    from scgen_ablation import preset
+    paper = preset("paper")
+    assert paper.replace(dropout=0.5, seed=1, device="cpu", num_threads=1).scoring_key() == \
+        paper.scoring_key()  # training and where it runs: the training key's business
+    for changed in (paper.replace(prediction_mode="residual"), paper.replace(mean_space="pca"),
+                    paper.replace(n_degs=50), paper.replace(n_bootstrap=3)):
+        assert changed.scoring_key() != paper.scoring_key()
+
+
 def test_every_notebook_builds_its_config_through_open_stage():
     for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
         source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])

@@ -172,31 +172,34 @@ def test_a_record_with_its_own_key_replaces_a_rerun_and_keeps_its_columns(tmp_pa
     assert table.set_index("cell_type")["r2_mean_all"].to_dict() == {"NK": 0.6, "B": 0.7}
 
 
-def test_a_row_made_by_another_training_or_prediction_version_is_stale_and_remade(tmp_path):
-    # a preset's change alters a planned row's training key, and a change of what predict
-    # returns (prediction.PREDICTION_VERSION) alters how every row is scored: either way the
-    # old row no longer holds; a row without the version column was scored on version 1
+def test_a_row_made_by_another_training_scoring_or_prediction_version_is_stale_and_remade(tmp_path):
+    # a preset's change alters a planned row's training key, a variant's prediction fields its
+    # scoring key, and a change of what predict returns (prediction.PREDICTION_VERSION) how
+    # every row is scored: each way the old row no longer holds
     from scgen_ablation.prediction import PREDICTION_VERSION
 
     assert PREDICTION_VERSION > 1
     items = [{"dataset": "kang", "stage": "05_scgen", "variant": "recommended",
               "held_out_cell_type": t, "seed": 0, "training_key": f"new-{t}",
-              "prediction_version": PREDICTION_VERSION} for t in ("B", "NK", "CD4T")]
+              "scoring_key": "residual", "prediction_version": PREDICTION_VERSION}
+             for t in ("B", "NK", "CD4T", "CD8T")]
+    made = (("B", "old-B", "residual", PREDICTION_VERSION),      # another training
+            ("NK", "new-NK", "residual", PREDICTION_VERSION),    # as planned
+            ("CD4T", "new-CD4T", "residual", 1),                 # older prediction code
+            ("CD8T", "new-CD8T", "decoded", PREDICTION_VERSION))  # other prediction fields
     done = pd.DataFrame([{"dataset": "kang", "stage": "05_scgen", "variant": "recommended",
                           "held_out_cell_type": t, "seed": 0, "training_key": key,
-                          "prediction_version": version, "status": "ok"}
-                         for t, key, version in (("B", "old-B", PREDICTION_VERSION),
-                                                 ("NK", "new-NK", PREDICTION_VERSION),
-                                                 ("CD4T", "new-CD4T", 1))])
+                          "scoring_key": scoring, "prediction_version": version, "status": "ok"}
+                         for t, key, scoring, version in made])
     assert [item["held_out_cell_type"] for item in ablation_record.stale(items, done)] == [
-        "B", "CD4T"]
+        "B", "CD4T", "CD8T"]
     assert [[i["held_out_cell_type"] for i in unit]
-            for unit in ablation_record.pending_units(items, done)] == [["B"], ["CD4T"]]
-    unversioned = done.drop(columns="prediction_version")  # rows from before the column: v1
-    assert len(ablation_record.stale(items, unversioned)) == 3
+            for unit in ablation_record.pending_units(items, done)] == [["B"], ["CD4T"], ["CD8T"]]
+    for column in ("prediction_version", "scoring_key"):  # rows from before the column
+        assert len(ablation_record.stale(items, done.drop(columns=column))) == 4, column
     record = Record(tmp_path / "record.csv")
     record.append(done.to_dict("records"))
-    for item in (items[0], items[2]):  # the remade rows replace the stale ones
+    for item in (items[0], items[2], items[3]):  # the remade rows replace the stale ones
         record.append([{**item, "status": "ok"}])
     assert ablation_record.pending_units(items, record.read()) == []
 

@@ -283,7 +283,8 @@ def record(tmp_path):
     """A record holding one planned row of stage 01 (quick profile, CD4T, seed 0)."""
     item = ablation_record.wanted("quick", ["01_autoencoder"])[0]
     row = {**{k: item[k] for k in ablation_record.KEY}, "training_key": item["training_key"],
-           "prediction_version": item["prediction_version"], "status": "ok", "r2_mean_all": 0.5}
+           "scoring_key": item["scoring_key"], "prediction_version": item["prediction_version"],
+           "status": "ok", "r2_mean_all": 0.5}
     path = tmp_path / "record.csv"
     pd.DataFrame([row]).to_csv(path, index=False)
     return path, row
@@ -302,6 +303,7 @@ def import_rows(tmp_path, record_path, rows):
     ({"seed": "zero"}, "seed is not a whole number"),
     ({"training_key": "0123456789abcdef"}, "made by another training"),
     ({"prediction_version": 1}, "scored on another prediction version"),
+    ({"scoring_key": "0123456789abcdef"}, "scored with other prediction or evaluation fields"),
     ({"r2_mean_all": "high"}, "'r2_mean_all' holds values that are not numbers"),
 ])
 def test_an_import_that_is_not_a_planned_row_is_refused_whole(tmp_path, record, capsys, change,

@@ -57,19 +57,21 @@ def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[di
                           "stage": job.stage, "variant": variant,
                           "held_out_cell_type": config.held_out_cell_type, "seed": config.seed,
                           "training_key": config.training_key(job.data_sha256),
+                          "scoring_key": config.scoring_key(),
                           "prediction_version": PREDICTION_VERSION,
                           "data_sha256": job.data_sha256, "config": config.to_dict()})
     return items
 
 
-# what made a row: the training, and the prediction version it was scored on
-MADE_BY = ["training_key", "prediction_version"]
+# what made a row: the training, the prediction and evaluation fields it was scored with,
+# and the version of the prediction code (prediction.PREDICTION_VERSION)
+MADE_BY = ["training_key", "scoring_key", "prediction_version"]
 
 
 def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
-    """The items recorded in ``done`` by another training, or scored on another prediction
-    version, than planned now: a row holds only for what it was made with (a changed
-    config, data or prediction makes it stale)."""
+    """The items recorded in ``done`` by another training, scoring or prediction version than
+    planned now (``MADE_BY``): a row holds only for what it was made with (a changed
+    config, data or prediction code makes it stale; a row from before a column is stale)."""
     missing = {id(item) for item in pending(items, done, KEY)}  # not recorded at all
     return [item for item in pending(items, versioned(done), KEY, made_by=MADE_BY)
             if id(item) not in missing]
@@ -154,6 +156,7 @@ def from_study(items: list[dict], study_csv: Path = STUDY_TRAINING) -> list[dict
                 metrics = {k: v for k, v in row.items() if k not in
                            ("cell_type", "seed", "lever", "kind", "prediction", "prediction_version")}
                 rows.append({**{k: item[k] for k in KEY}, "training_key": item["training_key"],
+                             "scoring_key": item["scoring_key"],
                              "prediction_version": int(row["prediction_version"]),
                              "status": "ok", "reused": False, "source": study_csv.name,
                              **metrics})
@@ -164,8 +167,9 @@ def checked_import(rows: pd.DataFrame, planned: dict[tuple, dict], where: str) -
     """The rows of an imported CSV, checked against the plan and the record's schema.
 
     Every row must name a planned (stage, variant, held-out type, seed) once, be made by
-    the planned training (``training_key``), say its ``status``, and hold numbers in its
-    metric columns; anything else is a ValueError naming the rows, and nothing is imported.
+    the planned training, scoring and prediction version (``MADE_BY``), say its ``status``,
+    and hold numbers in its metric columns; anything else is a ValueError naming the rows,
+    and nothing is imported.
     """
     rows = check_rows(rows, where)
     for column in ("training_key", "status"):
@@ -183,6 +187,12 @@ def checked_import(rows: pd.DataFrame, planned: dict[tuple, dict], where: str) -
     if other:
         raise ValueError(f"{where}: {len(other)} row(s) were made by another training than the "
                          f"planned one (stale, or other data), e.g. {other[:3]}")
+    scored = [k for k, made in zip(keys, rows.get("scoring_key", pd.Series(None, index=rows.index, dtype=object)))
+              if planned[k]["scoring_key"] != made]
+    if scored:
+        raise ValueError(f"{where}: {len(scored)} row(s) were scored with other prediction or "
+                         f"evaluation fields than planned (scoring_key; stale, or missing), "
+                         f"e.g. {scored[:3]}")
     versions = versioned(rows)["prediction_version"]
     older = [k for k, version in zip(keys, versions) if planned[k]["prediction_version"] != version]
     if older:
@@ -389,8 +399,8 @@ def main(argv=None) -> int:
     old = len(stale(items, done))
     print(f"{len(items)} rows in profile {args.profile!r}; {rows_to_make} to make from "
           f"{len(units)} trainings, {args.jobs} at a time"
-          + (f" ({old} of them stale: made by a training whose config or data has changed, "
-             "or scored on an older prediction version)" if old else ""), flush=True)
+          + (f" ({old} of them stale: made by another training or scoring config, or on "
+             "another prediction version)" if old else ""), flush=True)
     if args.write_units:
         args.write_units.mkdir(parents=True, exist_ok=True)
         for index, unit in enumerate(units):

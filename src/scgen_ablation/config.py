@@ -38,8 +38,8 @@ LOWER_BOUNDS = {"latent_dim": 1, "epochs": 1, "batch_size": 2, "n_degs": 1, "n_t
 # best epoch's weights (the training store saves both), and keep_best picks one
 PREDICTION_FIELDS = ("keep_best", "balance_delta", "delta_cell_types", "delta_latent",
                      "prediction_mode", "delta_method", "delta_space", "mean_space")
-NOT_TRAINING = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap", "device", "num_threads",
-                "checkpoint_every")
+SCORING_FIELDS = (*PREDICTION_FIELDS, "n_degs", "n_bootstrap")  # how a model is scored
+NOT_TRAINING = (*SCORING_FIELDS, "device", "num_threads", "checkpoint_every")
 # fields added after trainings were first stored, at the value that reproduces the
 # behaviour from before they existed: left out of keys and digests at that value, so
 # the store's earlier trainings (and the runs that used them) keep their identity
@@ -165,6 +165,14 @@ class ScGenConfig:
         """
         values = {k: v for k, v in self._identity().items() if k not in NOT_TRAINING}
         values["dataset"] = data_sha256
+        text = json.dumps(values, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def scoring_key(self) -> str:
+        """What identifies how a trained model is scored: the prediction fields and the
+        evaluation's (``SCORING_FIELDS``). A record row is made by one training key and one
+        scoring key; a change of either makes it stale."""
+        values = {k: v for k, v in self._identity().items() if k in SCORING_FIELDS}
         text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -47,8 +47,8 @@ def pending(planned: list[dict], done: pd.DataFrame, key: list[str] = KEY,
             made_by: str | list[str] | None = None) -> list[dict]:
     """The one answer to "what is left to do": the ``planned`` rows that ``done`` lacks
     (matched on ``key``), in plan order. With ``made_by`` (a column or columns: the
-    ablation record's ``training_key`` and ``prediction_version``), a row recorded
-    with other values of them is stale, so pending too."""
+    ablation record's ``training_key``, ``scoring_key`` and ``prediction_version``), a
+    row recorded with other values of them, or without them, is stale, so pending too."""
     def identity(values) -> tuple:
         return tuple(int(v) if k == "seed" else str(v) for k, v in zip(key, values))
 
@@ -67,8 +67,8 @@ def pending(planned: list[dict], done: pd.DataFrame, key: list[str] = KEY,
 
 
 # the columns after the key in the ablation record: where and how each row was made
-META = ["training_key", "prediction_version", "device", "status", "error", "train_seconds",
-        "epochs_run", "best_epoch", "reused", "source"]
+META = ["training_key", "scoring_key", "prediction_version", "device", "status", "error",
+        "train_seconds", "epochs_run", "best_epoch", "reused", "source"]
 
 
 def versioned(done: pd.DataFrame) -> pd.DataFrame:
