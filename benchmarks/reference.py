@@ -28,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 
@@ -95,7 +96,9 @@ def main(argv=None) -> int:
     adata = load_for(base)  # preprocessed here when the file holds counts
     scratch = tempfile.TemporaryDirectory()
     data = Path(scratch.name) / "data.h5ad"  # the same matrix for both implementations
-    adata.write_h5ad(data)
+    # only what both need: the reference environment's older anndata cannot read the
+    # preprocessing's uns (None values), e.g. kang_counts' log1p and HVG parameters
+    ad.AnnData(X=adata.X, obs=adata.obs, var=adata.var).write_h5ad(data)
     for seed in args.seeds:
         for k, cell_type in enumerate(args.cell_types or holdable_types_of(args.dataset)):
             config = base.replace(held_out_cell_type=cell_type, seed=seed, preprocess=False)
