@@ -64,8 +64,16 @@ def wanted(profile: str, stages=None, profiles=None, parameters=None) -> list[di
 
 
 # what made a row: the training, the prediction and evaluation fields it was scored with,
-# and the version of the prediction code (prediction.PREDICTION_VERSION)
-MADE_BY = ["training_key", "scoring_key", "prediction_version"]
+# and the version of the prediction code (prediction.PREDICTION_VERSION); for each, what a
+# row made by another value was (an import's error names it)
+STALE_BECAUSE = {
+    "training_key": "made by another training than the planned one (stale, or other data)",
+    "scoring_key": "scored with other prediction or evaluation fields than planned "
+                   "(scoring_key; stale, or missing)",
+    "prediction_version": "scored on another prediction version than this code's "
+                          "(a row without the column is version 1)",
+}
+MADE_BY = list(STALE_BECAUSE)
 
 
 def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
@@ -183,22 +191,12 @@ def checked_import(rows: pd.DataFrame, planned: dict[tuple, dict], where: str) -
     if unplanned:
         raise ValueError(f"{where}: {len(unplanned)} row(s) are not in the plan (stage, variant, "
                          f"held-out type, seed), e.g. {unplanned[:3]}")
-    other = [k for k, made in zip(keys, rows["training_key"]) if planned[k]["training_key"] != made]
-    if other:
-        raise ValueError(f"{where}: {len(other)} row(s) were made by another training than the "
-                         f"planned one (stale, or other data), e.g. {other[:3]}")
-    scored = [k for k, made in zip(keys, rows.get("scoring_key", pd.Series(None, index=rows.index, dtype=object)))
-              if planned[k]["scoring_key"] != made]
-    if scored:
-        raise ValueError(f"{where}: {len(scored)} row(s) were scored with other prediction or "
-                         f"evaluation fields than planned (scoring_key; stale, or missing), "
-                         f"e.g. {scored[:3]}")
-    versions = versioned(rows)["prediction_version"]
-    older = [k for k, version in zip(keys, versions) if planned[k]["prediction_version"] != version]
-    if older:
-        raise ValueError(f"{where}: {len(older)} row(s) were scored on another prediction version "
-                         f"than this code's ({planned[older[0]]['prediction_version']}; a row "
-                         f"without the column is version 1), e.g. {older[:3]}")
+    made = versioned(rows)  # a row without prediction_version is version 1
+    for column, why in STALE_BECAUSE.items():
+        values = made.get(column, pd.Series(None, index=rows.index, dtype=object))
+        other = [k for k, value in zip(keys, values) if str(planned[k][column]) != str(value)]
+        if other:
+            raise ValueError(f"{where}: {len(other)} row(s) were {why}, e.g. {other[:3]}")
     known = set(KEY) | set(META) | {"data_sha256"}
     for column in rows.columns.difference(list(known)):
         values = rows[column].dropna()
