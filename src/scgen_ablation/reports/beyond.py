@@ -122,18 +122,24 @@ def beyond_goal_block(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def one_prediction_block(everything: pd.DataFrame) -> str:
-    """Per dataset, every distinct prediction in the record (05, 06's prediction levers on
-    the paper training, 07's variants) against the goal's bars, on the runs 05 ``paper``
-    has: the mean over them. A bar is met within a margin of ½ × the larger pooled seed
-    sd (the bar's method's or the candidate's) / the number of methods compared. Methods
-    that give the same numbers on every run are one method (named first in stage order).
-    Only the rows of the dataset's latest prediction version count."""
+# issue #30's candidates: stage 07's variants that keep the decoder's cells around the
+# mean of a model-free twin (mean_space: pca in ablation/stages/07_beyond.yaml)
+CANDIDATES = "07 decoder cells, PCA mean"
+
+
+def goal_standings(everything: pd.DataFrame):
+    """Per dataset (rows of its latest prediction version only), every distinct prediction
+    in the record (05, 06's prediction levers on the paper training, 07's variants) on the
+    runs 05 ``paper`` has, against the goal's bars. Yields ``(dataset, standing)``, where
+    ``standing`` holds ``long`` (one row per method and run), ``means``, ``owners`` and
+    ``margins`` (per goal metric: the bar's method, and each method's margin), ``ok``
+    (method × metric: bar met), ``aliases`` and ``version``.
+
+    A bar is met within a margin of ½ × the larger pooled seed sd (the bar's method's or
+    the candidate's) / the number of methods compared. Methods that give the same numbers
+    on every run are one method (named first in stage order)."""
     goal = [m for m, _, _ in ONE_PREDICTION_GOAL]
-    table = scored(everything)
-    sections = []
-    for dataset, data in latest(table).groupby("dataset", sort=True):
-        version = data["prediction_version"].iloc[0]
+    for dataset, data in latest(scored(everything)).groupby("dataset", sort=True):
         scgen = data[(data["stage"] == "05_scgen") & (data["variant"] == "paper")]
         runs = set(scgen["run"])
         if scgen["seed"].nunique() < 2:
@@ -161,32 +167,75 @@ def one_prediction_block(everything: pd.DataFrame) -> str:
         model_free = [m for m in means.index if m.startswith("07 PCA")]
         recommended = f"{STEP_1[0][:2]} {STEP_1[1]}"
         recommended = next(m for m, same in aliases.items() if recommended in same)
-        shown = means.round(3).astype(object)
-        met = pd.Series(0, index=means.index)
-        bars = []
+        owners, margins = {}, {}
+        ok = pd.DataFrame(index=means.index, columns=goal, dtype=bool)
         for metric, source, higher in ONE_PREDICTION_GOAL:
             column = means.loc[model_free, metric]
             owner = {"best model-free": column.idxmax() if higher else column.idxmin(),
                      "recommended": recommended, GENE_ARITHMETIC: GENE_ARITHMETIC}[source]
             bar = means.loc[owner, metric]
-            margin = 0.5 * np.maximum(sds[metric], sds.loc[owner, metric]) / k
-            ok = means[metric] >= bar - margin if higher else means[metric] <= bar + margin
-            met += ok.astype(int)
+            margins[metric] = 0.5 * np.maximum(sds[metric], sds.loc[owner, metric]) / k
+            owners[metric] = owner
+            ok[metric] = (means[metric] >= bar - margins[metric] if higher
+                          else means[metric] <= bar + margins[metric])
+        yield dataset, dict(long=long, means=means, owners=owners, margins=margins, ok=ok,
+                            aliases=aliases, version=data["prediction_version"].iloc[0],
+                            runs=runs, seeds=sorted(scgen["seed"].unique()),
+                            types=scgen["held_out_cell_type"].nunique(), k=k)
+
+
+def one_prediction_block(everything: pd.DataFrame) -> str:
+    """Per dataset, every distinct prediction against the goal's bars (goal_standings):
+    the mean over the runs, ✗ where a bar is missed."""
+    sections = []
+    for dataset, s in goal_standings(everything):
+        means, ok, aliases = s["means"], s["ok"], s["aliases"]
+        shown = means.round(3).astype(object)
+        bars = []
+        for metric, _, higher in ONE_PREDICTION_GOAL:
             shown[metric] = [f"{v:.3f}" + ("" if good else " ✗") for v, good in
-                             zip(means[metric], ok)]
-            bars.append(f"{SHORT[metric]} {'≥' if higher else '≤'} {bar:.3f} ({owner})")
-        shown["bars met"] = met.astype(str) + f" of {len(goal)}"
+                             zip(means[metric], ok[metric])]
+            owner = s["owners"][metric]
+            bars.append(f"{SHORT[metric]} {'≥' if higher else '≤'} "
+                        f"{means.loc[owner, metric]:.3f} ({owner})")
+        shown["bars met"] = ok.sum(axis=1).astype(int).astype(str) + f" of {len(ok.columns)}"
         shown = shown.drop(GENE_ARITHMETIC).sort_values("bars met", ascending=False, kind="stable")
         shown.columns = [SHORT.get(c, c) for c in shown.columns]
         same = "; ".join(f"{m} = {', '.join(aliases[m][1:])}" for m in shown.index
                          if len(aliases[m]) > 1)
         sections.append(
-            f"**{dataset}** (prediction version {version}): {len(runs)} runs "
-            f"({scgen['held_out_cell_type'].nunique()} types × "
-            f"seeds {', '.join(map(str, sorted(scgen['seed'].unique())))}), {k} distinct "
+            f"**{dataset}** (prediction version {s['version']}): {len(s['runs'])} runs "
+            f"({s['types']} types × seeds {', '.join(map(str, s['seeds']))}), {s['k']} distinct "
             f"methods. Bars: {'; '.join(bars)}.\n\n" + markdown(shown.rename_axis("method"))
             + (f"\n\nThe same numbers on every run: {same}." if same else ""))
     return "\n\n".join(sections) or "(no dataset has 05 paper on two seeds yet)"
+
+
+def one_prediction_per_type_block(everything: pd.DataFrame) -> str:
+    """Per dataset and issue #30 candidate (``CANDIDATES``): per held-out type, the
+    candidate's mean over seeds minus the bar's (each metric's bar method, on the same
+    type; four decimals, as the margins against a model-free bar are that small), with ✗
+    where it falls short by more than the goal's margin."""
+    sections = []
+    for dataset, s in goal_standings(everything):
+        long, margins = s["long"], s["margins"]
+        per_type = long.groupby(["method", "held_out_cell_type"])[list(margins)].mean()
+        for candidate in (m for m in s["means"].index if m.startswith(CANDIDATES)):
+            rows = {}
+            for metric, _, higher in ONE_PREDICTION_GOAL:
+                gap = (per_type.loc[candidate, metric]
+                       - per_type.loc[s["owners"][metric], metric])
+                short = (gap < -margins[metric].loc[candidate] if higher
+                         else gap > margins[metric].loc[candidate])
+                rows[SHORT[metric]] = [f"{v:+.4f}" + (" ✗" if miss else "")
+                                       for v, miss in zip(gap, short)]
+            table = pd.DataFrame(rows, index=gap.index.rename("held-out type"))
+            misses = ", ".join(SHORT[m] for m in s["ok"].columns if not s["ok"].loc[candidate, m])
+            allowed = ", ".join(f"{SHORT[m]} {margins[m].loc[candidate]:.4f}" for m in margins)
+            sections.append(f"**{dataset}** · {candidate}: bars missed on the mean over "
+                            f"types: {misses or 'none'}. Margins: {allowed}.\n\n"
+                            + table.to_markdown(disable_numparse=True))
+    return "\n\n".join(sections) or "(no candidate has rows on every run of a dataset yet)"
 
 
 def blocks(table: pd.DataFrame, everything: pd.DataFrame) -> dict[str, str]:
@@ -194,4 +243,5 @@ def blocks(table: pd.DataFrame, everything: pd.DataFrame) -> dict[str, str]:
             "ablation-beyond-per-type": beyond_per_type_block(table),
             "ablation-beyond-goal": beyond_goal_block(table),
             "ablation-beyond-rule": beyond_rule_block(table),
-            "ablation-one-prediction": one_prediction_block(everything)}
+            "ablation-one-prediction": one_prediction_block(everything),
+            "ablation-one-prediction-per-type": one_prediction_per_type_block(everything)}
