@@ -204,6 +204,41 @@ def test_a_row_made_by_another_training_scoring_or_prediction_version_is_stale_a
     assert ablation_record.pending_units(items, record.read()) == []
 
 
+def test_a_row_no_later_prediction_version_changed_is_carried_forward_not_remade():
+    # version 3 changed only mean_space="pca"'s prediction: a version-2 row of any other
+    # config is what this code scores, and counts as current; version 1 (before the clip
+    # that changed every prediction) never does, nor a row made by another training
+    from scgen_ablation.prediction import PREDICTION_CHANGES, PREDICTION_VERSION
+
+    assert not PREDICTION_CHANGES[PREDICTION_VERSION][1](ScGenConfig())
+    before = PREDICTION_VERSION - 1
+    plain, centred = ScGenConfig(held_out_cell_type="B"), ScGenConfig(held_out_cell_type="B",
+                                                                      mean_space="pca")
+    items = [{"dataset": "kang", "stage": "07_beyond", "variant": variant,
+              "held_out_cell_type": "B", "seed": seed, "training_key": "t",
+              "scoring_key": config.scoring_key(), "prediction_version": PREDICTION_VERSION,
+              "config": config.to_dict()}
+             for variant, config in (("plain", plain), ("centred", centred)) for seed in (0, 1)]
+    made = {("plain", 0): ("t", before), ("centred", 0): ("t", before),
+            ("plain", 1): ("t", 1), ("centred", 1): ("t", PREDICTION_VERSION)}
+    done = pd.DataFrame([{**{k: item[k] for k in ("dataset", "stage", "variant",
+                                                   "held_out_cell_type", "seed", "scoring_key")},
+                          "training_key": made[item["variant"], item["seed"]][0],
+                          "prediction_version": made[item["variant"], item["seed"]][1],
+                          "status": "ok", "r2_mean_all": 0.9} for item in items])
+    by_key = {tuple(item[k] for k in ablation_record.KEY): item for item in items}
+    carried = ablation_record.carried_forward(done, by_key)
+    assert carried[["variant", "seed"]].values.tolist() == [["plain", 0]]
+    assert (carried["prediction_version"] == PREDICTION_VERSION).all()
+    assert carried["r2_mean_all"].tolist() == [0.9]  # the numbers stay; only the version moves
+    assert ablation_record.carried_forward(done.assign(training_key="other"), by_key).empty
+    # an import made on the older version: accepted where it changed nothing, else refused
+    imported = ablation_record.checked_import(done.iloc[[0]], by_key, "import.csv")
+    assert imported[0]["prediction_version"] == PREDICTION_VERSION
+    with pytest.raises(ValueError, match="another prediction version"):
+        ablation_record.checked_import(done.iloc[[2]], by_key, "import.csv")
+
+
 def test_the_dataset_verdicts_are_what_the_committed_record_says():
     # docs/datasets.md's rules, recomputed from the record: the committed CSV must agree
     from scgen_ablation.reports import common, datasets

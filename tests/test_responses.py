@@ -123,11 +123,44 @@ def test_cells_around_the_twins_mean_keep_the_models_spread_and_never_see_the_tr
     own = dense(prediction.predict(model, split.train, split.ctrl_target, config).X)
     twin = dense(prediction.predict(None, split.train, split.ctrl_target,
                                     config.replace(delta_space="pca")).X)
-    # every prediction is clipped at 0 last (valid log-expression): on the genes where no cell
-    # was clipped, the mean is the twin's and the spread the model's
-    kept = (centred > 0).all(0) & (own > 0).all(0) & (twin > 0).all(0)
+    # the returned mean is the twin's on every gene (set after the clip at 0), and on the
+    # genes where no cell was clipped the spread is the model's
+    assert centred.min() >= 0
+    np.testing.assert_allclose(centred.mean(0), twin.mean(0), atol=1e-4)
+    kept = (centred > 0).all(0) & (own > 0).all(0)
     assert kept.sum() >= 10
-    np.testing.assert_allclose(centred.mean(0)[kept], twin.mean(0)[kept], atol=1e-4)
     np.testing.assert_allclose((centred - centred.mean(0))[:, kept], (own - own.mean(0))[:, kept],
                                atol=1e-4)
     assert not np.allclose(own.mean(0)[kept], twin.mean(0)[kept], atol=1e-3)  # the mean moved
+
+
+def test_with_mean_sets_each_genes_mean_after_the_clip_where_shifting_first_does_not():
+    rng = np.random.default_rng(0)
+    X = rng.normal(0.1, 1.0, size=(300, 50))
+    X[:, 3] = 0.25  # every cell the same
+    X[:40, 4] = -1.0  # ties below 0
+    target = np.abs(rng.normal(0.4, 0.3, 50))
+    target[7] = 0.0
+    moved = prediction.with_mean(X, target)
+    assert moved.min() >= 0 and not moved[:, 7].any()
+    np.testing.assert_allclose(moved.mean(0), target, atol=1e-5)
+    # cells that stay above 0 keep their differences
+    above = moved[:, 0] > 0
+    np.testing.assert_allclose(np.ptp(moved[above, 0]), np.ptp(X[above, 0]), rtol=1e-5)
+    naive = np.maximum(X - X.mean(0) + target, 0)  # what version 2 returned
+    assert np.abs(naive.mean(0) - target).max() > 0.1
+    with pytest.raises(ValueError, match="negative"):
+        prediction.with_mean(X, -target)
+
+
+def test_a_row_counts_as_current_only_where_no_later_version_changed_its_prediction():
+    plain, centred = sa.ScGenConfig(), sa.ScGenConfig(mean_space="pca")
+    latest = prediction.PREDICTION_VERSION
+    assert prediction.current_version(latest, centred) == latest
+    assert prediction.current_version(1, plain) == 1  # version 2 changed every prediction
+    changed_only_some = [v for v, (_, changed) in prediction.PREDICTION_CHANGES.items()
+                         if changed(centred) and not changed(plain)]
+    assert changed_only_some  # version 3: mean_space="pca" only
+    before = min(changed_only_some) - 1
+    assert prediction.current_version(before, plain) == latest
+    assert prediction.current_version(before, centred) == before

@@ -76,6 +76,28 @@ STALE_BECAUSE = {
 MADE_BY = list(STALE_BECAUSE)
 
 
+def carried_forward(done: pd.DataFrame, planned: dict[tuple, dict]) -> pd.DataFrame:
+    """The rows of ``done`` scored on an older prediction version than this code's that no
+    later version changed (prediction.current_version: each version names the configs
+    whose prediction it changed), made by the planned training and scoring, with their
+    version set to this code's: their numbers are what this code scores. Only those rows;
+    a version that changed every prediction (version 2) carries none forward."""
+    from .config import ScGenConfig
+    from .prediction import PREDICTION_VERSION, current_version
+
+    made = versioned(done)
+    if not len(made):
+        return made
+    keep = []
+    for row in made.to_dict("records"):
+        item = planned.get(tuple(row[k] for k in KEY))
+        keep.append(item is not None and row["prediction_version"] < PREDICTION_VERSION
+                    and all(str(row.get(k)) == str(item[k]) for k in ("training_key", "scoring_key"))
+                    and current_version(row["prediction_version"],
+                                        ScGenConfig.from_dict(item["config"])) == PREDICTION_VERSION)
+    return made[keep].assign(prediction_version=PREDICTION_VERSION)
+
+
 def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
     """The items recorded in ``done`` by another training, scoring or prediction version than
     planned now (``MADE_BY``): a row holds only for what it was made with (a changed
@@ -192,6 +214,8 @@ def checked_import(rows: pd.DataFrame, planned: dict[tuple, dict], where: str) -
         raise ValueError(f"{where}: {len(unplanned)} row(s) are not in the plan (stage, variant, "
                          f"held-out type, seed), e.g. {unplanned[:3]}")
     made = versioned(rows)  # a row without prediction_version is version 1
+    carried = carried_forward(made, planned)  # older versions that changed nothing here
+    made.loc[carried.index, "prediction_version"] = carried["prediction_version"]
     for column, why in STALE_BECAUSE.items():
         values = made.get(column, pd.Series(None, index=rows.index, dtype=object))
         other = [k for k, value in zip(keys, values) if str(planned[k][column]) != str(value)]
@@ -203,7 +227,7 @@ def checked_import(rows: pd.DataFrame, planned: dict[tuple, dict], where: str) -
         if len(values) and pd.to_numeric(values, errors="coerce").isna().any():
             raise ValueError(f"{where}: metric column {column!r} holds values that are not "
                              f"numbers, e.g. {list(values[pd.to_numeric(values, errors='coerce').isna()][:3])}")
-    return rows.to_dict("records")
+    return made.to_dict("records")
 
 
 def log_rows(rows: list[dict], items: dict, experiment: str | None,
@@ -317,6 +341,10 @@ def main(argv=None) -> int:
     parser.add_argument("--store", type=Path, default=None, help="the training store's folder")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the number of rows and trainings still to make")
+    parser.add_argument("--carry-forward", action="store_true",
+                        help="make nothing: only set the prediction version of the planned rows "
+                             "that no later version changed to this code's (every run does this "
+                             "first)")
     parser.add_argument("--import-csv", type=Path, default=None,
                         help="train nothing: add this CSV's rows that the record lacks")
     parser.add_argument("--from-study", action="store_true",
@@ -388,10 +416,20 @@ def main(argv=None) -> int:
         print(f"{len(new)} rows imported into {args.out}")
         return 0
     try:
-        done = record.read()
+        done = versioned(record.read())
     except ValueError as error:
         print(f"ablation_record: {error}", file=sys.stderr)
         return 2
+    carried = carried_forward(done, by_key)
+    if len(carried):
+        done.loc[carried.index, "prediction_version"] = carried["prediction_version"]
+        print(f"{len(carried)} rows carried forward to prediction version "
+              f"{carried['prediction_version'].iloc[0]}: no later version changed their "
+              "prediction" + (" (not written: a dry run)" if args.dry_run else ""), flush=True)
+        if not args.dry_run:
+            record.append(carried.to_dict("records"))
+    if args.carry_forward:
+        return 0
     units = pending_units(items, done)
     rows_to_make = sum(len(u) for u in units)
     old = len(stale(items, done))

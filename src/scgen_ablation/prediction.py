@@ -18,10 +18,24 @@ from .model import TrainedModel
 from .responses import response
 
 PREDICTED_LABEL = "predicted"
-# What a record row's numbers were scored on (the record's prediction_version column):
-# 1 = the prediction as computed, negative entries included (every row before issue #30);
-# 2 = valid log-expression, negative entries set to 0 (data.as_log_expression).
-PREDICTION_VERSION = 2
+# What a record row's numbers were scored on (the record's prediction_version column): each
+# version after 1 changed what ``predict`` returns for the configs it names, and no other.
+# 1 = the prediction as computed, negative entries included (every row before issue #30).
+PREDICTION_CHANGES = {
+    2: ("valid log-expression: negative entries set to 0 (data.as_log_expression)",
+        lambda config: True),
+    3: ("mean_space='pca': the twin's mean set on the returned cells, after that clip "
+        "(with_mean), not before it", lambda config: config.mean_space == "pca"),
+}
+PREDICTION_VERSION = max(PREDICTION_CHANGES)
+
+
+def current_version(version: int, config) -> int:
+    """The version a prediction scored on ``version`` for ``config`` counts as today:
+    PREDICTION_VERSION if no later version changed that config's prediction (it is what
+    this code returns), else ``version`` (it is not)."""
+    later = [changed(config) for v, (_, changed) in PREDICTION_CHANGES.items() if v > version]
+    return version if any(later) else PREDICTION_VERSION
 
 
 @torch.no_grad()
@@ -109,6 +123,32 @@ def mean_delta(Z: np.ndarray, train: ad.AnnData, config) -> np.ndarray:
     return Z[stim].mean(0) - Z[ctrl].mean(0)
 
 
+def with_mean(X: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``X`` moved per gene, then clipped at 0, so that each gene's mean is ``target``.
+
+    The shift is the one exact solution of mean(max(X + shift, 0)) = target for each gene
+    (target >= 0; at 0 the gene is 0 in every cell): moving first and clipping after would
+    raise the mean of every gene where some cells fall below 0. Each cell keeps its
+    difference from the others wherever it stays above 0.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if (target < 0).any():
+        raise ValueError("a mean of log-expression cannot be negative")
+    n = X.shape[0]
+    top = -np.sort(-X, axis=0)  # each gene's values, largest first
+    k = np.arange(1, n + 1)[:, None]
+    shift = (n * target - np.cumsum(top, axis=0)) / k  # the shift if exactly the top k stay > 0
+    below = np.vstack([top[1:] + shift[:-1] <= 0, np.ones((1, X.shape[1]), dtype=bool)])
+    positive = top + shift > 0
+    exact = positive & below  # one k per gene with target > 0 (a tie at 0: the first)
+    # rounding can leave a gene no exact k: then the largest k whose cells stay above 0
+    last = n - 1 - positive[::-1].argmax(0)
+    chosen = shift[np.where(exact.any(0), exact.argmax(0), last), np.arange(X.shape[1])]
+    chosen = np.where(target > 0, chosen, -np.inf)
+    return as_log_expression(X + chosen)
+
+
 def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnData,
             config=None) -> ad.AnnData:
     """Predict the stimulated state of ``ctrl_target`` (control cells of the held-out type).
@@ -121,7 +161,8 @@ def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnDa
     "mean" makes the response depend on the held-out type (responses.py);
     ``delta_space="pca"`` does all of it in principal components instead of
     the model's latent space (the model is then not used); ``mean_space="pca"``
-    keeps the model's cells but moves their mean to that model-free twin's.
+    keeps the model's cells but moves them so that the returned mean is that model-free
+    twin's (``with_mean``).
     """
     config = config or model.config
     if model is None and config.delta_space != "pca":
@@ -168,7 +209,7 @@ def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnDa
         # the cells' differences from their mean stay the model's; the mean is the twin's
         twin = predict(None, train, ctrl_target,
                        config.replace(delta_space="pca", mean_space="same"))
-        shifted = shifted - shifted.mean(0) + dense(twin.X).mean(0)
+        shifted = with_mean(shifted, dense(twin.X).mean(0))
     obs = pd.DataFrame(ctrl_target.obs.copy())
     obs[config.condition_key] = PREDICTED_LABEL
     obs.index = [f"{name}-{PREDICTED_LABEL}" for name in ctrl_target.obs_names]
