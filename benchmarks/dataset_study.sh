@@ -2,8 +2,9 @@
 # The converged study on one dataset (docs/datasets.md): the rows its rules need, in the
 # order that makes each rule judgeable soonest. Resumable: rows already in the record
 # (same training key and prediction version) are skipped, so run it again after an
-# interruption; rows scored on an older prediction version are scored again (stored
-# trainings: no training).
+# interruption; rows scored on an older prediction version are carried forward where no
+# later version changed their prediction (prediction.PREDICTION_CHANGES), else scored
+# again (stored trainings: no training).
 #   bash benchmarks/dataset_study.sh haber [JOBS]
 set -euo pipefail
 cd "$(dirname "$0")/.."

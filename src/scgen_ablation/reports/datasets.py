@@ -82,9 +82,10 @@ def datasets_block(everything: pd.DataFrame, metric: str) -> str:
     return markdown(cells.rename_axis(SHORT.get(metric, metric))) + (
         f"\n\n{METRIC_LABELS[metric]}: mean ± sd (runs) over held-out types × seeds on each "
         "dataset; —: not in the record yet (the authors' scGen: R² only, "
-        "`benchmarks/reference.py`). v1 / v2: the prediction version the dataset's rows were "
-        "scored on, its latest in the record (v1: negative entries kept; v2: clipped at 0, "
-        "what the package returns; docs/beyond.md).")
+        "`benchmarks/reference.py`). v1, v2, …: the prediction version the dataset's rows "
+        "were scored on, its latest in the record (v1: negative entries kept; from v2: "
+        "clipped at 0, what the package returns; a row that a later version did not change "
+        "is carried forward to it; prediction.PREDICTION_CHANGES, docs/beyond.md).")
 
 
 def versions_of(everything: pd.DataFrame) -> dict[str, str]:
