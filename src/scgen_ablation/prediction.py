@@ -123,20 +123,29 @@ def mean_delta(Z: np.ndarray, train: ad.AnnData, config) -> np.ndarray:
     return Z[stim].mean(0) - Z[ctrl].mean(0)
 
 
-def with_mean(X: np.ndarray, target: np.ndarray) -> np.ndarray:
+def with_mean(X: np.ndarray, target: np.ndarray, chunk: int = 512) -> np.ndarray:
     """``X`` moved per gene, then clipped at 0, so that each gene's mean is ``target``.
 
     The shift is the one exact solution of mean(max(X + shift, 0)) = target for each gene
     (target >= 0; at 0 the gene is 0 in every cell): moving first and clipping after would
     raise the mean of every gene where some cells fall below 0. Each cell keeps its
-    difference from the others wherever it stays above 0.
+    difference from the others wherever it stays above 0. ``chunk`` genes at a time.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
     target = np.asarray(target, dtype=np.float64)
     if (target < 0).any():
         raise ValueError("a mean of log-expression cannot be negative")
+    moved = np.empty(X.shape, dtype=np.float32)
+    for start in range(0, X.shape[1], chunk):
+        genes = slice(start, start + chunk)
+        moved[:, genes] = as_log_expression(X[:, genes] + _clipped_shift(X[:, genes], target[genes]))
+    return moved
+
+
+def _clipped_shift(X: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per gene, the shift s with mean(max(X + s, 0)) = target (-inf where target is 0)."""
     n = X.shape[0]
-    top = -np.sort(-X, axis=0)  # each gene's values, largest first
+    top = -np.sort(-np.asarray(X, dtype=np.float64), axis=0)  # each gene's values, largest first
     k = np.arange(1, n + 1)[:, None]
     shift = (n * target - np.cumsum(top, axis=0)) / k  # the shift if exactly the top k stay > 0
     below = np.vstack([top[1:] + shift[:-1] <= 0, np.ones((1, X.shape[1]), dtype=bool)])
@@ -145,8 +154,7 @@ def with_mean(X: np.ndarray, target: np.ndarray) -> np.ndarray:
     # rounding can leave a gene no exact k: then the largest k whose cells stay above 0
     last = n - 1 - positive[::-1].argmax(0)
     chosen = shift[np.where(exact.any(0), exact.argmax(0), last), np.arange(X.shape[1])]
-    chosen = np.where(target > 0, chosen, -np.inf)
-    return as_log_expression(X + chosen)
+    return np.where(target > 0, chosen, -np.inf)
 
 
 def predict(model: TrainedModel | None, train: ad.AnnData, ctrl_target: ad.AnnData,
