@@ -249,6 +249,18 @@ def test_the_dataset_verdicts_are_what_the_committed_record_says():
     pd.testing.assert_frame_equal(recomputed.reset_index(drop=True), committed, check_dtype=False)
 
 
+def test_a_rule_that_a_dataset_cannot_judge_yet_is_named_not_left_out():
+    from scgen_ablation.reports import datasets
+
+    verdicts = pd.DataFrame({"dataset": ["a", "a", "b"], "prediction_version": 3,
+                             "rule": ["r", "r", "r"], "metric": ["r2_mean_all"] * 3,
+                             "runs": 3, "types": 3, "mean_difference": [0.01, -0.2, 0.0],
+                             "margin": -0.01, "passed": ["yes", "no", "yes"]})
+    line = datasets.verdicts_block(verdicts, ["a", "b", "c"]).splitlines()[-1]
+    assert line == ("- **r**: fails on a; passes on b; not judged yet on c: the rows of its "
+                    "latest prediction version lack this rule's pair")
+
+
 def test_the_docs_and_figures_are_drawn_from_the_committed_record(tmp_path):
     """Every generated block and figure of the record's report, byte for byte (the README
     names the command; the per-dataset tables included)."""

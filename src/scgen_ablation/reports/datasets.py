@@ -142,7 +142,9 @@ def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdicts_block(verdicts: pd.DataFrame) -> str:
+def verdicts_block(verdicts: pd.DataFrame, datasets=()) -> str:
+    """The verdicts table, then one line per rule: where it fails, passes, is undetermined,
+    and which of ``datasets`` (every dataset in the record) cannot judge it yet."""
     if verdicts.empty:
         return "(no dataset has both rows of a rule yet)"
     shown = verdicts.assign(metric=verdicts["metric"].map(SHORT),
@@ -155,13 +157,18 @@ def verdicts_block(verdicts: pd.DataFrame) -> str:
                    for dataset, group in rows.groupby("dataset")}
         said = [f"{word} on {', '.join(d for d, o in outcome.items() if o == word)}"
                 for word in ("fails", "passes", "undetermined") if word in outcome.values()]
+        unjudged = [d for d in datasets if d not in outcome]
+        if unjudged:
+            said.append(f"not judged yet on {', '.join(unjudged)}: the rows of its latest "
+                        "prediction version lack this rule's pair")
         lines.append(f"- **{rule}**: " + "; ".join(said))
     return table + "\n\n" + "\n".join(lines)
 
 
 def blocks(table: pd.DataFrame, everything: pd.DataFrame) -> dict[str, str]:
     """Every dataset's rows (``table``, one dataset's, is not used)."""
-    out = {"ablation-datasets-rules": verdicts_block(rule_verdicts(everything)),
+    out = {"ablation-datasets-rules": verdicts_block(
+               rule_verdicts(everything), sorted(everything["dataset"].unique())),
            "ablation-datasets-cost": cost_block(everything)}
     for metric in DATASET_METRICS:
         out[f"ablation-datasets-{metric}"] = datasets_block(everything, metric)
