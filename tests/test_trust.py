@@ -324,6 +324,17 @@ def test_an_import_with_one_key_twice_is_refused(tmp_path, record, capsys):
 
 
 @needs_kang
+def test_an_import_replaces_a_stale_row_and_never_a_current_one(tmp_path, record):
+    path, row = record
+    pd.DataFrame([{**row, "prediction_version": 1}]).to_csv(path, index=False)  # stale
+    assert import_rows(tmp_path, path, [{**row, "r2_mean_all": 0.7}]) == 0
+    assert pd.read_csv(path)[["prediction_version", "r2_mean_all"]].values.tolist() == \
+        [[row["prediction_version"], 0.7]]
+    assert import_rows(tmp_path, path, [{**row, "r2_mean_all": 0.9}]) == 0  # now current: kept
+    assert pd.read_csv(path)["r2_mean_all"].tolist() == [0.7]
+
+
+@needs_kang
 def test_a_planned_row_is_imported(tmp_path, record, capsys):
     path, row = record
     item = [i for i in ablation_record.wanted("quick", ["01_autoencoder"],

@@ -346,7 +346,8 @@ def main(argv=None) -> int:
                              "that no later version changed to this code's (every run does this "
                              "first)")
     parser.add_argument("--import-csv", type=Path, default=None,
-                        help="train nothing: add this CSV's rows that the record lacks")
+                        help="train nothing: add this CSV's rows that the record lacks or "
+                             "holds only stale (they replace those)")
     parser.add_argument("--from-study", action="store_true",
                         help="train nothing: add the rows the small-data study already "
                              f"made ({STUDY_TRAINING.name}: its training levers)")
@@ -405,11 +406,14 @@ def main(argv=None) -> int:
         try:
             rows = (from_study(items) if args.from_study
                     else checked_import(read_csv(args.import_csv), by_key, str(args.import_csv)))
-            have = set(record.read()[KEY].itertuples(index=False, name=None))
+            # what the record lacks or holds only stale (another training, scoring or
+            # prediction version): the imported row, checked current, replaces the stale one
+            wanted_keys = {tuple(item[k] for k in KEY) for item in
+                           pending(items, versioned(record.read()), KEY, made_by=MADE_BY)}
         except ValueError as error:
             print(f"ablation_record: {error}; nothing imported", file=sys.stderr)
             return 2
-        new = [r for r in rows if tuple(r[k] for k in KEY) not in have]
+        new = [r for r in rows if tuple(r[k] for k in KEY) in wanted_keys]
         record.append(new)
         if not args.no_mlflow:
             log_rows(new, by_key, args.experiment, lock)
