@@ -77,6 +77,23 @@ def test_split_holds_out_exactly_the_target_stimulated_cells(kang):
     assert (split.ctrl_target.obs.cell_type == "NK").all()
 
 
+def test_cells_of_a_third_condition_are_left_out_of_training(kang):
+    # e.g. a second infection in the same file: not part of control -> stimulated
+    third = kang.copy()
+    condition = third.obs["condition"].astype(str).to_numpy()
+    condition[:50] = "other infection"
+    third.obs["condition"] = condition
+    with pytest.warns(UserWarning, match="50 cells of other conditions left out"):
+        split = sa.split_held_out(third, sa.ScGenConfig(held_out_cell_type="NK"))
+    assert not set(split.train.obs_names) & set(third.obs_names[:50])
+    assert set(split.train.obs["condition"]) == {"control", "stimulated"}
+    obs = third.obs
+    kept = obs.condition.isin(["control", "stimulated"])
+    nk_stimulated = (obs.cell_type == "NK") & (obs.condition == "stimulated")
+    assert split.train.n_obs == int((kept & ~nk_stimulated).sum())
+    assert split.truth.n_obs == int(nk_stimulated.sum())
+
+
 def test_balance_resamples_every_type_to_the_largest():
     labels = np.array(["a"] * 10 + ["b"] * 3 + ["c"])
     index = data.balance(labels, np.random.default_rng(0))

@@ -384,7 +384,7 @@ def load_for(config) -> ad.AnnData:
 class Split:
     """The hold-out split of docs/design.md.
 
-    train        every cell except the held-out type's stimulated cells
+    train        every cell of the two conditions except the held-out type's stimulated cells
     ctrl_target  the held-out type's control cells (input at prediction time)
     truth        the held-out type's stimulated cells (scoring only)
     """
@@ -395,7 +395,8 @@ class Split:
 
 
 def split_held_out(adata: ad.AnnData, config) -> Split:
-    """Hold out ``config.held_out_cell_type``'s stimulated cells."""
+    """Hold out ``config.held_out_cell_type``'s stimulated cells; cells of any third
+    condition are left out (with a warning)."""
     check_anndata(adata, config.condition_key, config.cell_type_key,
                   config.control_label, config.stimulated_label)
     cell_type = check_labels(adata, config.cell_type_key)
@@ -406,8 +407,14 @@ def split_held_out(adata: ad.AnnData, config) -> Split:
         raise ValueError(problem)
     is_target = (cell_type == target).to_numpy()
     is_ctrl = (condition == config.control_label).to_numpy()
-    held_out = is_target & (condition == config.stimulated_label).to_numpy()
-    train = adata[~held_out].copy()
+    is_stim = (condition == config.stimulated_label).to_numpy()
+    held_out = is_target & is_stim
+    other = condition[~(is_ctrl | is_stim)].value_counts()
+    if len(other):  # e.g. a second infection: not part of this control -> stimulated response
+        warnings.warn(f"{int(other.sum())} cells of other conditions left out of training "
+                      f"({', '.join(f'{k}: {v}' for k, v in other.items())}): the response is "
+                      f"learnt from {config.control_label!r} to {config.stimulated_label!r} only")
+    train = adata[(is_ctrl | is_stim) & ~held_out].copy()
     return Split(train=train,
                  ctrl_target=adata[is_target & is_ctrl].copy(),
                  truth=adata[held_out].copy())
