@@ -23,6 +23,16 @@ def test_energy_distance_by_hand():
         metrics.energy_distance(a[:1], b)
 
 
+def test_energy_distance_of_many_cells_is_estimated_on_a_subset():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3000, 5)), rng.normal(1.0, 1.0, size=(2500, 5))
+    whole = metrics.energy_distance(a, b)
+    estimate = metrics.energy_distance(a, b, max_cells=1000)
+    assert estimate != whole and estimate == pytest.approx(whole, rel=0.05)
+    assert metrics.energy_distance(a, b, max_cells=1000) == estimate  # seeded
+    assert metrics.energy_distance(a, b, max_cells=3000) == whole  # no side above: exact
+
+
 def test_energy_distance_sees_spread_that_the_means_do_not():
     rng = np.random.default_rng(0)
     narrow, wide = rng.normal(0, 0.1, (300, 2)), rng.normal(0, 2.0, (300, 2))
