@@ -453,3 +453,13 @@ def test_a_notebook_run_by_hand_builds_the_config_the_runner_hands_it():
             namespace.update(job.parameters)  # what papermill injects (the runner adds config)
             by_hand = stages.stage_config(job.stage, **stages.config_layers(namespace))
             assert by_hand == job.config, (profile, job.run_name)
+
+
+def test_a_cell_type_name_with_a_slash_keeps_its_notebook_in_the_stage_folder(tmp_path):
+    from scgen_ablation import jobs, tracking
+
+    name = tracking.stage_run_name("05_scgen", "T/NK cells", 0)
+    path = jobs.output_path(tmp_path, "05_scgen", name)
+    assert path.parent == tmp_path / "05_scgen" and path.name == "05_scgen-T_NK_cells-0.ipynb"
+    assert jobs.output_path(tmp_path, "05_scgen", "05_scgen-CD14+Mono-0").name == \
+        "05_scgen-CD14+Mono-0.ipynb"  # names that were fine stay as they were

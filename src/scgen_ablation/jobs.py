@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,13 @@ def execute(job: Job, ctx: Context) -> Job:
     return job
 
 
+def output_path(out_dir: Path, stage: str, run_name: str) -> Path:
+    """Where a job's executed notebook goes: one file per run in the stage's folder, its
+    name the run's with anything a file name should not hold (a cell type such as
+    "T/NK cells") replaced by "_"."""
+    return Path(out_dir) / stage / (re.sub(r"[^\w.+-]", "_", run_name) + ".ipynb")
+
+
 def run_and_close(job: Job, ctx: Context) -> None:
     started = time.perf_counter()
     try:
@@ -128,7 +136,7 @@ def run_and_close(job: Job, ctx: Context) -> None:
     job.run_id = run.info.run_id
     log = None
     try:
-        job.output = ctx.out_dir / job.stage / f"{job.run_name}.ipynb"
+        job.output = output_path(ctx.out_dir, job.stage, job.run_name)
         job.output.parent.mkdir(parents=True, exist_ok=True)
         log = job.output.with_suffix(".log")
         parameters = {**job.parameters, "mlflow_tracking_uri": ctx.job_uri,
