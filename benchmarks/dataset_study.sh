@@ -13,6 +13,7 @@
 # then the same command without OUT scores the record's rows from the stored trainings.
 #   OUT=benchmarks/results/rescoring_kang.csv FULL=1 bash benchmarks/dataset_study.sh kang
 set -euo pipefail
+OUT=${OUT:+$(realpath -m "$OUT")}  # relative to where it was called from
 cd "$(dirname "$0")/.."
 DATASET=${1:?dataset name, e.g. haber}
 JOBS=${2:-2}
@@ -25,4 +26,4 @@ record --stages 03_kl_weighting -p variants '[kl_weight=5e-05]'           # the 
 record --stages 05_scgen 07_beyond -p preset_name recommended             # 1 training
 record --stages 05_scgen 07_beyond -p preset_name kang_picks              # 1 training (steps 2 + 3)
 record --stages 01_autoencoder 02_vae                      # 2 trainings
-if [ -n "${FULL:-}" ]; then record; fi                     # every other row of the profile
+if [ "${FULL:-}" = 1 ]; then record; fi                    # every other row of the profile

@@ -122,6 +122,24 @@ def test_the_study_rows_join_the_record_only_where_they_are_the_same_experiment(
     assert set(rows.source) == {"study.csv"} and "pcc_delta_all" not in rows  # never computed
 
 
+def test_the_study_rows_fill_missing_rows_and_never_replace_a_recorded_one(tmp_path, monkeypatch):
+    # the study's rows are version 1 (stale today): they may fill a gap, never overwrite
+    items = ablation_record.wanted("full", stages=["04_balancing", "06_small_data"])
+    study = pd.read_csv(ablation_record.STUDY_TRAINING)
+    same = study[(study.lever == "balanced training batches") & (study.prediction == "paper")
+                 & (study.cell_type == "NK") & (study.seed == 1)]
+    path = tmp_path / "study.csv"
+    same.to_csv(path, index=False)
+    made = ablation_record.from_study(items, path)
+    out = tmp_path / "record.csv"
+    pd.DataFrame([{**made[0], "r2_mean_all": -1.0}]).to_csv(out, index=False)
+    monkeypatch.setattr(ablation_record, "from_study", lambda planned: made)
+    assert ablation_record.main(["--profile", "full", "--stages", "04_balancing", "06_small_data",
+                                 "--from-study", "--out", str(out), "--no-mlflow"]) == 0
+    after = pd.read_csv(out)
+    assert len(after) == 2 and after["r2_mean_all"].iloc[0] == -1.0
+
+
 def test_a_field_added_later_keeps_the_keys_of_the_trainings_made_before_it():
     # the record's paper rows were keyed before early_stopping_min_delta existed
     record = pd.read_csv(ablation_record.RECORD)
@@ -252,13 +270,17 @@ def test_the_dataset_verdicts_are_what_the_committed_record_says():
 def test_a_rule_that_a_dataset_cannot_judge_yet_is_named_not_left_out():
     from scgen_ablation.reports import datasets
 
+    first, second, third = (rule[0] for rule in datasets.DATASET_RULES)
     verdicts = pd.DataFrame({"dataset": ["a", "a", "b"], "prediction_version": 3,
-                             "rule": ["r", "r", "r"], "metric": ["r2_mean_all"] * 3,
+                             "rule": [first, first, first], "metric": ["r2_mean_all"] * 3,
                              "runs": 3, "types": 3, "mean_difference": [0.01, -0.2, 0.0],
                              "margin": -0.01, "passed": ["yes", "no", "yes"]})
-    line = datasets.verdicts_block(verdicts, ["a", "b", "c"]).splitlines()[-1]
-    assert line == ("- **r**: fails on a; passes on b; not judged yet on c: the rows of its "
-                    "latest prediction version lack this rule's pair")
+    lines = datasets.verdicts_block(verdicts, ["a", "b", "c"]).splitlines()[-3:]
+    lacking = "latest prediction version lack this rule's pair"
+    assert lines == [f"- **{first}**: fails on a; passes on b; not judged yet on c: the rows of "
+                     f"its {lacking}",
+                     f"- **{second}**: not judged yet on a, b, c: the rows of their {lacking}",
+                     f"- **{third}**: not judged yet on a, b, c: the rows of their {lacking}"]
 
 
 def test_the_docs_and_figures_are_drawn_from_the_committed_record(tmp_path):

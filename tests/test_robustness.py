@@ -460,6 +460,6 @@ def test_a_cell_type_name_with_a_slash_keeps_its_notebook_in_the_stage_folder(tm
 
     name = tracking.stage_run_name("05_scgen", "T/NK cells", 0)
     path = jobs.output_path(tmp_path, "05_scgen", name)
-    assert path.parent == tmp_path / "05_scgen" and path.name == "05_scgen-T_NK_cells-0.ipynb"
-    assert jobs.output_path(tmp_path, "05_scgen", "05_scgen-CD14+Mono-0").name == \
-        "05_scgen-CD14+Mono-0.ipynb"  # names that were fine stay as they were
+    assert path.parent == tmp_path / "05_scgen" and path.name == "05_scgen-T_NK cells-0.ipynb"
+    for fine in ("05_scgen-CD14+Mono-0", "05_scgen-CD4 Naive T-0", "05_scgen-TA.Early-1"):
+        assert jobs.output_path(tmp_path, "05_scgen", fine).name == fine + ".ipynb"

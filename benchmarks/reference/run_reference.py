@@ -34,7 +34,9 @@ def main(cell_type, max_epochs, seed, out_dir, data_path, keys=KANG):
     adata = anndata.read_h5ad(data_path)
     held_out = ((adata.obs[label] == cell_type)
                 & (adata.obs[condition] == keys["stimulated_label"]))
-    train = adata[~held_out.to_numpy()].copy()
+    # the same training cells as ours (data.split_held_out): the two conditions only
+    studied = adata.obs[condition].isin([keys["control_label"], keys["stimulated_label"]])
+    train = adata[(studied & ~held_out).to_numpy()].copy()
     scgen.SCGEN.setup_anndata(train, batch_key=condition, labels_key=label)
     model = scgen.SCGEN(train)  # defaults: 800-800-100, dropout 0.2, kl weight 5e-5
     tic = time.perf_counter()

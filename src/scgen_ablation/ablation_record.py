@@ -406,10 +406,12 @@ def main(argv=None) -> int:
         try:
             rows = (from_study(items) if args.from_study
                     else checked_import(read_csv(args.import_csv), by_key, str(args.import_csv)))
-            # what the record lacks or holds only stale (another training, scoring or
-            # prediction version): the imported row, checked current, replaces the stale one
+            # what the record lacks; with --import-csv also what it holds only stale (another
+            # training, scoring or prediction version): the imported row, checked current by
+            # checked_import, replaces it. The study's rows are not checked so: missing only.
             wanted_keys = {tuple(item[k] for k in KEY) for item in
-                           pending(items, versioned(record.read()), KEY, made_by=MADE_BY)}
+                           pending(items, versioned(record.read()), KEY,
+                                   made_by=None if args.from_study else MADE_BY)}
         except ValueError as error:
             print(f"ablation_record: {error}; nothing imported", file=sys.stderr)
             return 2

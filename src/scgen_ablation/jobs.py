@@ -114,9 +114,8 @@ def execute(job: Job, ctx: Context) -> Job:
 
 def output_path(out_dir: Path, stage: str, run_name: str) -> Path:
     """Where a job's executed notebook goes: one file per run in the stage's folder, its
-    name the run's with anything a file name should not hold (a cell type such as
-    "T/NK cells") replaced by "_"."""
-    return Path(out_dir) / stage / (re.sub(r"[^\w.+-]", "_", run_name) + ".ipynb")
+    name the run's with a path separator (a cell type such as "T/NK cells") replaced by "_"."""
+    return Path(out_dir) / stage / (re.sub(r"[/\\\x00]", "_", run_name) + ".ipynb")
 
 
 def run_and_close(job: Job, ctx: Context) -> None:

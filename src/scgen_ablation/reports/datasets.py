@@ -151,7 +151,8 @@ def verdicts_block(verdicts: pd.DataFrame, datasets=()) -> str:
                             passed=verdicts["passed"].replace({"no": "**no**"}))
     table = shown.to_markdown(index=False, floatfmt=".4f")
     lines = []
-    for rule, rows in verdicts.groupby("rule", sort=False):
+    for rule in (r[0] for r in DATASET_RULES):
+        rows = verdicts[verdicts["rule"] == rule]
         outcome = {dataset: ("fails" if (group["passed"] == "no").any() else
                              "passes" if (group["passed"] == "yes").all() else "undetermined")
                    for dataset, group in rows.groupby("dataset")}
@@ -159,8 +160,9 @@ def verdicts_block(verdicts: pd.DataFrame, datasets=()) -> str:
                 for word in ("fails", "passes", "undetermined") if word in outcome.values()]
         unjudged = [d for d in datasets if d not in outcome]
         if unjudged:
-            said.append(f"not judged yet on {', '.join(unjudged)}: the rows of its latest "
-                        "prediction version lack this rule's pair")
+            said.append(f"not judged yet on {', '.join(unjudged)}: the rows of "
+                        f"{'its' if len(unjudged) == 1 else 'their'} latest prediction "
+                        "version lack this rule's pair")
         lines.append(f"- **{rule}**: " + "; ".join(said))
     return table + "\n\n" + "\n".join(lines)
 
