@@ -283,6 +283,22 @@ def test_a_rule_that_a_dataset_cannot_judge_yet_is_named_not_left_out():
                      f"- **{third}**: not judged yet on a, b, c: the rows of their {lacking}"]
 
 
+def test_a_dataset_being_rescored_is_judged_provisionally_as_the_record_would_judge_it():
+    from scgen_ablation.reports import common, datasets
+
+    record = common.load(ablation_record.RECORD)
+    haber = record[record["dataset"] == "haber"]
+    block = datasets.rescoring_block({"rescoring_haber.csv": haber})
+    assert block.startswith(f"**`rescoring_haber.csv`**: {len(haber)} rows of haber")
+    judged = datasets.verdicts_block(datasets.rule_verdicts(haber), ["haber"])
+    assert judged in block and "bars met" in block
+    assert datasets.rescoring_block({}) == "(no dataset is being rescored)"
+    # a file with its first rows only (05 paper on two seeds, none of the goal's bars yet)
+    started = datasets.rescoring_block({"rescoring_haber.csv": haber[haber["stage"] == "05_scgen"]})
+    assert "(no dataset has both rows of a rule yet)" in started
+    assert "(no dataset has 05 paper on two seeds, and the goal's bars on the same runs" in started
+
+
 def test_the_docs_and_figures_are_drawn_from_the_committed_record(tmp_path):
     """Every generated block and figure of the record's report, byte for byte (the README
     names the command; the per-dataset tables included)."""

@@ -167,6 +167,32 @@ def verdicts_block(verdicts: pd.DataFrame, datasets=()) -> str:
     return table + "\n\n" + "\n".join(lines)
 
 
+# beside the record: a dataset being rescored onto a new prediction version, kept out of the
+# record until it is complete (docs/datasets.md, benchmarks/dataset_study.sh's OUT)
+RESCORING = "rescoring_*.csv"
+
+
+def rescoring_block(rescoring: dict[str, pd.DataFrame]) -> str:
+    """Per rescoring file (name -> its rows, common.load): the rows it holds so far per
+    stage, and what they say already, provisionally: the rules' verdicts and issue #30's
+    goal (the same computations as the record's blocks, on these rows alone)."""
+    from .beyond import one_prediction_block
+
+    sections = []
+    for name, rows in sorted(rescoring.items()):
+        datasets = sorted(rows["dataset"].unique())
+        versions = sorted(rows["prediction_version"].unique())
+        counts = ", ".join(f"{stage} {n}" for stage, n in rows.groupby("stage").size().items())
+        sections.append(
+            f"**`{name}`**: {len(rows)} rows of {', '.join(datasets)} on prediction version "
+            f"{', '.join(map(str, versions))} so far ({counts}). Provisional until complete.\n\n"
+            "The rules' verdicts on these rows:\n\n"
+            + verdicts_block(rule_verdicts(rows), datasets)
+            + "\n\nIssue #30's goal on these rows (docs/beyond.md):\n\n"
+            + one_prediction_block(rows))
+    return "\n\n".join(sections) or "(no dataset is being rescored)"
+
+
 def blocks(table: pd.DataFrame, everything: pd.DataFrame) -> dict[str, str]:
     """Every dataset's rows (``table``, one dataset's, is not used)."""
     out = {"ablation-datasets-rules": verdicts_block(
