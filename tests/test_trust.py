@@ -349,6 +349,17 @@ def test_a_planned_row_is_imported(tmp_path, record, capsys):
     assert sorted(pd.read_csv(path)["seed"]) == [0, 1]
 
 
+@needs_kang
+def test_one_import_takes_the_rows_of_every_preset(tmp_path, record):
+    path, row = record
+    item = ablation_record.wanted("quick", ["01_autoencoder"],
+                                  parameters={"preset_name": "kang_picks"})[0]
+    assert item["variant"] == "kang_picks" and row["variant"] == "paper"
+    picks = {**row, **{k: item[k] for k in ("variant", "training_key", "scoring_key")}}
+    assert import_rows(tmp_path, path, [row, picks]) == 0
+    assert sorted(pd.read_csv(path)["variant"]) == ["kang_picks", "paper"]
+
+
 @pytest.mark.parametrize("content", ["", "dataset,stage,variant,held_out_cell_type,seed\n"])
 def test_the_report_of_an_empty_record_says_so(tmp_path, content):
     path = tmp_path / "empty.csv"

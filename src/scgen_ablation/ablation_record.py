@@ -397,6 +397,13 @@ def main(argv=None) -> int:
                 raise UsageError("give the dataset once: --dataset or -p dataset")
             parameters["dataset"] = args.dataset
         items = wanted(args.profile, args.stages, args.profiles, parameters)
+        if args.import_csv and "preset_name" not in parameters:
+            # a file of rows may hold every preset's (benchmarks/dataset_study.sh makes each
+            # by -p preset_name NAME): plan each, so one import takes the whole file
+            from .config import PRESETS
+            for name in sorted(set(PRESETS) - {"paper"}):
+                items += wanted(args.profile, args.stages, args.profiles,
+                                {**parameters, "preset_name": name})
     except UsageError as error:
         print(f"ablation_record: {error}", file=sys.stderr)
         return 2
