@@ -6,19 +6,15 @@
 # later version changed their prediction (prediction.PREDICTION_CHANGES), else scored
 # again (stored trainings: no training).
 #   bash benchmarks/dataset_study.sh haber [JOBS]
-# FULL=1 adds every other row of the full profile (Kang's record has them all). OUT=file
-# writes the rows there instead of the record: a dataset being rescored onto a new
-# prediction version (benchmarks/results/rescoring_kang.csv, docs/datasets.md) keeps its
-# old rows in the record, and comparable with each other, until the new ones are complete;
-# then the same command without OUT scores the record's rows from the stored trainings.
-#   OUT=benchmarks/results/rescoring_kang.csv FULL=1 bash benchmarks/dataset_study.sh kang
+# FULL=1 adds every other row of the full profile (Kang's record has them all); on Kang it
+# also remakes the rows still on an older prediction version (docs/datasets.md):
+#   FULL=1 bash benchmarks/dataset_study.sh kang
 set -euo pipefail
-OUT=${OUT:+$(realpath -m "$OUT")}  # relative to where it was called from
 cd "$(dirname "$0")/.."
 DATASET=${1:?dataset name, e.g. haber}
 JOBS=${2:-2}
 record() { .venv/bin/python -m scgen_ablation.ablation_record --profile full --dataset "$DATASET" \
-           --jobs "$JOBS" --threads 1 --no-mlflow ${OUT:+--out "$OUT"} "$@"; }
+           --jobs "$JOBS" --threads 1 --no-mlflow "$@"; }
 record --stages 05_scgen                                   # the paper configuration: 1 training
 record --stages 06_small_data -p training_levers '[]'    # step 1's 7 prediction levers, no training
 record --stages 07_beyond                                  # on the same training

@@ -222,6 +222,31 @@ def test_a_row_made_by_another_training_scoring_or_prediction_version_is_stale_a
     assert ablation_record.pending_units(items, record.read()) == []
 
 
+def test_a_row_the_record_holds_under_another_name_is_copied_not_trained_again():
+    # stage 03 at beta 1 is stage 02's training and scoring, 04's balanced delta is 05's
+    # paper row: planned again (say after a rescoring), each is copied from its twin
+    from scgen_ablation.prediction import PREDICTION_VERSION
+
+    items = [i for i in ablation_record.wanted("full", stages=["02_vae", "03_kl_weighting",
+                                                                "04_balancing", "05_scgen"])
+             if (i["held_out_cell_type"], i["seed"]) == ("B", 0)]
+    source = {("02_vae", "paper"): 0.81, ("05_scgen", "paper"): 0.92}
+    done = pd.DataFrame([{**{k: i[k] for k in ablation_record.KEY + ablation_record.MADE_BY},
+                          "status": "ok", "device": "cpu", "r2_mean_all": source[i["stage"], i["variant"]]}
+                         for i in items if (i["stage"], i["variant"]) in source])
+    copies = ablation_record.twins(items, done)
+    assert {(c["stage"], c["variant"], c["r2_mean_all"]) for c in copies} == {
+        ("03_kl_weighting", "kl_weight=1", 0.81), ("04_balancing", "balanced delta", 0.92)}
+    assert all(c["reused"] and c["prediction_version"] == PREDICTION_VERSION for c in copies)
+    record = pd.concat([done, pd.DataFrame(copies)], ignore_index=True)
+    left = {(i["stage"], i["variant"]) for unit in ablation_record.pending_units(items, record)
+            for i in unit}
+    assert left and not left & {("03_kl_weighting", "kl_weight=1"), ("04_balancing", "balanced delta")}
+    # only a scored row of this code's prediction version is a twin
+    assert ablation_record.twins(items, done.assign(prediction_version=1)) == []
+    assert ablation_record.twins(items, done.assign(status="diverged")) == []
+
+
 def test_a_row_no_later_prediction_version_changed_is_carried_forward_not_remade():
     # version 3 changed only mean_space="pca"'s prediction: a version-2 row of any other
     # config is what this code scores, and counts as current; version 1 (before the clip
@@ -283,20 +308,27 @@ def test_a_rule_that_a_dataset_cannot_judge_yet_is_named_not_left_out():
                      f"- **{third}**: not judged yet on a, b, c: the rows of their {lacking}"]
 
 
-def test_a_dataset_being_rescored_is_judged_provisionally_as_the_record_would_judge_it():
+def test_rows_on_an_older_prediction_version_are_left_out_of_the_tables_and_said_so():
+    """A dataset part-way through a rescoring: its tables and verdicts take the rows of its
+    latest version only, and the rescoring block names what they leave out, per stage."""
     from scgen_ablation.reports import common, datasets
 
     record = common.load(ablation_record.RECORD)
-    haber = record[record["dataset"] == "haber"]
-    block = datasets.rescoring_block({"rescoring_haber.csv": haber})
-    assert block.startswith(f"**`rescoring_haber.csv`**: {len(haber)} rows of haber")
-    judged = datasets.verdicts_block(datasets.rule_verdicts(haber), ["haber"])
-    assert judged in block and "bars met" in block
-    assert datasets.rescoring_block({}) == "(no dataset is being rescored)"
-    # a file with its first rows only (05 paper on two seeds, none of the goal's bars yet)
-    started = datasets.rescoring_block({"rescoring_haber.csv": haber[haber["stage"] == "05_scgen"]})
-    assert "(no dataset has both rows of a rule yet)" in started
-    assert "(no dataset has 05 paper on two seeds, and the goal's bars on the same runs" in started
+    haber = record[record["dataset"] == "haber"].copy()
+    assert datasets.rescoring_block(haber) == ("(every dataset's rows are on its latest "
+                                               "prediction version)")
+    newest = haber["prediction_version"].max()
+    older = haber["stage"].isin(["01_autoencoder", "02_vae"])  # as if not rescored yet
+    haber.loc[older, "prediction_version"] = newest - 1
+    block = datasets.rescoring_block(haber)
+    assert block.startswith(f"**haber**: {older.sum()} of its {len(haber)} rows are on an older "
+                            f"prediction version than its latest ({newest}); its tables show "
+                            f"the other {(~older).sum()}")
+    assert "| 01_autoencoder |" in block and "| 02_vae " in block and "05_scgen" not in block
+    # the tables and the rules' verdicts never mix the two versions
+    shown = datasets.components(haber)
+    assert not shown["method"].str.startswith(("01 ", "02 ")).any()
+    assert datasets.rule_verdicts(haber)["prediction_version"].eq(newest).all()
 
 
 def test_the_docs_and_figures_are_drawn_from_the_committed_record(tmp_path):

@@ -107,6 +107,27 @@ def stale(items: list[dict], done: pd.DataFrame) -> list[dict]:
             if id(item) not in missing]
 
 
+def twins(items: list[dict], done: pd.DataFrame) -> list[dict]:
+    """The pending rows that ``done`` already holds under another name: a scored row of the
+    same training, scoring and prediction version (04's balanced delta is 05's paper row,
+    03 at beta 1 is 02). Each is that row with the planned key: what scoring the same
+    training the same way gives, with no training (the store would reuse it as well)."""
+    from .prediction import PREDICTION_VERSION
+
+    made = versioned(done)
+    if not len(made) or any(c not in made for c in MADE_BY + ["status"]):
+        return []
+    made = made[(made["status"] == "ok") & (made["prediction_version"] == PREDICTION_VERSION)]
+    by_made = {tuple(str(v) for v in row[MADE_BY]): row
+               for _, row in made.drop_duplicates(MADE_BY).iterrows()}
+    out = []
+    for item in pending(items, made, KEY, made_by=MADE_BY):
+        twin = by_made.get(tuple(str(item[c]) for c in MADE_BY))
+        if twin is not None:
+            out.append({**twin.dropna().to_dict(), **{k: item[k] for k in KEY}, "reused": True})
+    return out
+
+
 def pending_units(items: list[dict], done: pd.DataFrame) -> list[list[dict]]:
     """The rows missing from ``done`` or stale there (record.pending), grouped by training
     key (one training each), in plan order; a stale row is replaced when its new row is
@@ -443,6 +464,15 @@ def main(argv=None) -> int:
             record.append(carried.to_dict("records"))
     if args.carry_forward:
         return 0
+    copies = twins(items, done)
+    if copies:
+        print(f"{len(copies)} rows copied from rows of the same training, scoring and prediction "
+              "version already in the record (no training)"
+              + (" (not written: a dry run)" if args.dry_run else ""), flush=True)
+        if not args.dry_run:
+            record.append(copies)
+        done = (pd.concat([done, versioned(pd.DataFrame(copies))], ignore_index=True)
+                .drop_duplicates(KEY, keep="last"))
     units = pending_units(items, done)
     rows_to_make = sum(len(u) for u in units)
     old = len(stale(items, done))

@@ -40,8 +40,6 @@ def write_report(csv: Path, figures: Path, docs=(), dataset: str = "kang") -> in
         raise SystemExit(f"ablation_record --report: {csv} holds no rows of dataset {dataset!r}; "
                          f"it has {sorted(everything['dataset'].unique())}")
     blocks = {name: block for doc in DOCS for name, block in doc.blocks(table, everything).items()}
-    rescoring = {path.name: load(path) for path in Path(csv).parent.glob(datasets.RESCORING)}
-    blocks["ablation-datasets-rescoring"] = datasets.rescoring_block(rescoring)
     for name, block in blocks.items():
         print(f"## {name}\n\n{block}\n")
     datasets.rule_verdicts(everything).to_csv(Path(csv).with_name(datasets.VERDICTS.name),

@@ -167,37 +167,33 @@ def verdicts_block(verdicts: pd.DataFrame, datasets=()) -> str:
     return table + "\n\n" + "\n".join(lines)
 
 
-# beside the record: a dataset being rescored onto a new prediction version, kept out of the
-# record until it is complete (docs/datasets.md, benchmarks/dataset_study.sh's OUT)
-RESCORING = "rescoring_*.csv"
-
-
-def rescoring_block(rescoring: dict[str, pd.DataFrame]) -> str:
-    """Per rescoring file (name -> its rows, common.load): the rows it holds so far per
-    stage, and what they say already, provisionally: the rules' verdicts and issue #30's
-    goal (the same computations as the record's blocks, on these rows alone)."""
-    from .beyond import one_prediction_block
-
+def rescoring_block(everything: pd.DataFrame) -> str:
+    """Per dataset, its rows on an older prediction version than its latest, per stage and
+    version: no table shows them (rows of two versions are never compared), so this says
+    what each dataset's tables leave out until those rows are made again."""
+    newest = everything.groupby("dataset")["prediction_version"].transform("max")
+    older = everything[everything["prediction_version"] < newest]
     sections = []
-    for name, rows in sorted(rescoring.items()):
-        datasets = sorted(rows["dataset"].unique())
-        versions = sorted(rows["prediction_version"].unique())
-        counts = ", ".join(f"{stage} {n}" for stage, n in rows.groupby("stage").size().items())
+    for dataset, rows in older.groupby("dataset", sort=True):
+        everyone = everything[everything["dataset"] == dataset]
+        latest_version = everyone["prediction_version"].max()
+        per_stage = (rows.groupby(["stage", "prediction_version"], sort=True)
+                     .agg(rows=("variant", "size"),
+                          variants=("variant", lambda v: "; ".join(dict.fromkeys(v))))
+                     .reset_index())
         sections.append(
-            f"**`{name}`**: {len(rows)} rows of {', '.join(datasets)} on prediction version "
-            f"{', '.join(map(str, versions))} so far ({counts}). Provisional until complete.\n\n"
-            "The rules' verdicts on these rows:\n\n"
-            + verdicts_block(rule_verdicts(rows), datasets)
-            + "\n\nIssue #30's goal on these rows (docs/beyond.md):\n\n"
-            + one_prediction_block(rows))
-    return "\n\n".join(sections) or "(no dataset is being rescored)"
+            f"**{dataset}**: {len(rows)} of its {len(everyone)} rows are on an older prediction "
+            f"version than its latest ({latest_version}); its tables show the other "
+            f"{len(everyone) - len(rows)}:\n\n" + per_stage.to_markdown(index=False))
+    return "\n\n".join(sections) or "(every dataset's rows are on its latest prediction version)"
 
 
 def blocks(table: pd.DataFrame, everything: pd.DataFrame) -> dict[str, str]:
     """Every dataset's rows (``table``, one dataset's, is not used)."""
     out = {"ablation-datasets-rules": verdicts_block(
                rule_verdicts(everything), sorted(everything["dataset"].unique())),
-           "ablation-datasets-cost": cost_block(everything)}
+           "ablation-datasets-cost": cost_block(everything),
+           "ablation-datasets-rescoring": rescoring_block(everything)}
     for metric in DATASET_METRICS:
         out[f"ablation-datasets-{metric}"] = datasets_block(everything, metric)
     return out
