@@ -59,8 +59,10 @@ def beyond_per_type_block(table: pd.DataFrame, metric: str = "r2_mean_top100") -
 
 def beyond_rule_block(table: pd.DataFrame) -> str:
     """The rule stated in the stage file (the study's, on R²) and the same rule on the
-    field's metrics, over the runs that every compared variant has: all the variants,
-    and (when some have fewer runs) the best-covered ones on all of theirs."""
+    field's metrics, per preset whose models the variants use (a variant "X (kang_picks)"
+    is X on that preset's; no suffix: the paper's), over the runs that every compared
+    variant has: all the preset's variants, and (when some have fewer runs) the
+    best-covered ones on all of theirs."""
     from ..study import FIELD_RANKED_METRICS, RANKED_METRICS, average_ranks
 
     rows = scored(table)
@@ -68,22 +70,26 @@ def beyond_rule_block(table: pd.DataFrame) -> str:
                                                         "variant": "lever"})
     if rows.empty:
         return "(no stage 07 rows in the record yet)"
-    runs = rows.groupby("lever")["run"].agg(set)
-    groups = [list(runs.index)]
-    widest = [lever for lever in runs.index if len(runs[lever]) == max(map(len, runs))]
-    if len(widest) < len(runs):
-        groups.append(widest)
+    preset = rows["lever"].str.extract(r" \((\w+)\)$")[0].fillna("paper")
     lines = []
-    for levers in groups:
-        mine, shared = common_runs(rows[rows["lever"].isin(levers)], by="lever",
-                                   run=("cell_type", "seed"))
-        ranks = pd.DataFrame({"R² rule": average_ranks(mine, RANKED_METRICS),
-                              "field rule": average_ranks(mine, FIELD_RANKED_METRICS)})
-        ranks = ranks.sort_values("R² rule", kind="stable")
-        lines += [f"On the {len(shared)} runs ({mine['cell_type'].nunique()} types × "
-                  f"{mine['seed'].nunique()} seeds) that these {len(levers)} variants share, "
-                  f"average rank (1 = best):", "", markdown(ranks.round(2).rename_axis("variant")),
-                  "", f"The stated rule picks **{ranks.index[0]}**.", ""]
+    for name in dict.fromkeys(preset):  # the paper's first: the record's order
+        of_preset = rows[preset == name]
+        runs = of_preset.groupby("lever")["run"].agg(set)
+        groups = [list(runs.index)]
+        widest = [lever for lever in runs.index if len(runs[lever]) == max(map(len, runs))]
+        if len(widest) < len(runs):
+            groups.append(widest)
+        for levers in groups:
+            mine, shared = common_runs(of_preset[of_preset["lever"].isin(levers)], by="lever",
+                                       run=("cell_type", "seed"))
+            ranks = pd.DataFrame({"R² rule": average_ranks(mine, RANKED_METRICS),
+                                  "field rule": average_ranks(mine, FIELD_RANKED_METRICS)})
+            ranks = ranks.sort_values("R² rule", kind="stable")
+            lines += [f"On the `{name}` preset's models: the {len(shared)} runs "
+                      f"({mine['cell_type'].nunique()} types × {mine['seed'].nunique()} seeds) "
+                      f"that these {len(levers)} variants share, average rank (1 = best):", "",
+                      markdown(ranks.round(2).rename_axis("variant")), "",
+                      f"The stated rule picks **{ranks.index[0]}**.", ""]
     return "\n".join(lines).rstrip()
 
 

@@ -95,21 +95,23 @@ def versions_of(everything: pd.DataFrame) -> dict[str, str]:
 
 
 def cost_block(everything: pd.DataFrame) -> str:
-    """What each dataset's rows cost: unique trainings, their summed training time, per device."""
+    """What each dataset's rows cost, per prediction version and device: unique trainings
+    and their summed training time, and the rows of that version in the record."""
+    by = ["dataset", "prediction_version"]
     trained = everything.dropna(subset=["train_seconds"]).drop_duplicates("training_key")
-    table = trained.groupby(["dataset", "device"]).agg(
+    table = trained.groupby([*by, "device"]).agg(
         trainings=("training_key", "size"), hours=("train_seconds", lambda s: s.sum() / 3600),
-        seconds_each=("train_seconds", "median"))
-    rows = everything.groupby("dataset").size().rename("rows in the record")
-    unclipped = (everything["prediction_version"] == 1).groupby(everything["dataset"]).sum()
-    table = (table.reset_index().merge(rows.reset_index(), on="dataset")
-             .merge(unclipped.rename("of them unclipped (v1)").reset_index(), on="dataset"))
+        seconds_each=("train_seconds", "median")).reset_index()
+    rows = everything.groupby(by).size().rename("rows in the record").reset_index()
+    table = table.merge(rows, on=by, how="outer").rename(columns={"prediction_version": "version"})
+    table = table.sort_values(["dataset", "version", "device"], ascending=[True, False, True])
     return table.round({"hours": 1, "seconds_each": 0}).to_markdown(index=False) + (
         "\n\nTrainings: unique training keys with a recorded time (rows the study imported "
         "carry none); hours: their training time summed (wall time is less where several "
-        "ran at once); seconds_each: the median. Unclipped (v1): rows scored on predictions "
-        "with their negative entries kept (prediction version 1, before issue #30); "
-        "`ablation_record --dry-run` counts them as stale.")
+        "ran at once); seconds_each: the median; rows in the record: of that prediction "
+        "version (every device). A dataset's tables show its latest version only (version 1: "
+        "negative entries kept, before issue #30; `ablation_record --dry-run` counts its "
+        "rows as stale).")
 
 
 def rule_verdicts(everything: pd.DataFrame) -> pd.DataFrame:
