@@ -374,10 +374,10 @@ def test_the_record_loads_into_mlflow_once_as_result_runs_the_comparison_leaves_
     from mlflow.tracking import MlflowClient
 
     from scgen_ablation import comparison, tracking
-    from scgen_ablation.reports.common import load
+    from scgen_ablation.reports.common import latest, load
 
     table = load(ablation_record.RECORD)
-    table = table[table["dataset"] == "kang"]  # one experiment, whatever the record's order
+    table = latest(table[table["dataset"] == "kang"])  # one experiment, whatever the order
     sample = pd.concat([table[table["stage"] == "05_scgen"].head(3),
                         table[table["stage"] == "07_beyond"].head(2)])
     uri = tracking.store_uri(tmp_path / "mlruns")
@@ -391,6 +391,7 @@ def test_the_record_loads_into_mlflow_once_as_result_runs_the_comparison_leaves_
     run = named[tracking.result_name(first["stage"], first["variant"],
                                      first["held_out_cell_type"], first["seed"])]
     assert run.info.status == "FINISHED" and run.data.tags["device"] == str(first["device"])
+    assert run.data.tags["prediction_version"] == str(first["prediction_version"])
     assert run.data.metrics["r2_mean_all"] == round(first["r2_mean_all"], 4)
     colours = {r.data.tags["stage"]: r.data.tags["mlflow.runColor"] for r in runs}
     assert colours == {s: tracking.STAGE_COLOURS[s] for s in ("05", "07")}  # as the notebooks'
@@ -401,6 +402,14 @@ def test_the_record_loads_into_mlflow_once_as_result_runs_the_comparison_leaves_
     runs = client.search_runs([client.get_experiment_by_name("kang").experiment_id],
                               "tags.source = 'record'")
     assert len(runs) == 5 and run.info.run_id not in {r.info.run_id for r in runs}
+    # a row on an older prediction version than its dataset's latest is in no table, so in
+    # no run; rescored (same training, the latest version), it is logged again
+    older = renamed.copy()
+    older.loc[older.index[1], "prediction_version"] -= 1
+    assert ablation_record.to_mlflow(older, uri) == 0
+    assert len(client.search_runs([client.get_experiment_by_name("kang").experiment_id],
+                                  "tags.source = 'record'")) == 4
+    assert ablation_record.to_mlflow(renamed, uri) == 1
 
 
 def test_every_result_run_is_written_one_way(tracking_store, tmp_path):

@@ -270,14 +270,17 @@ def log_rows(rows: list[dict], items: dict, experiment: str | None,
 
 
 def record_key(row: dict) -> str:
-    """A record row's identity in MLflow: its key and the training that made it."""
-    return "|".join(str(row[k]) for k in KEY) + f"|{row['training_key']}"
+    """A record row's identity in MLflow: its key and what made it (training, scoring and
+    prediction version), so a row remade or rescored replaces its run."""
+    return "|".join(str(row[k]) for k in KEY + MADE_BY)
 
 
 def to_mlflow(table: pd.DataFrame, uri: str | None = None) -> int:
     """Each scored row of the record as a FINISHED result run in its dataset's experiment,
     once (tag ``record_key``: a rerun adds only rows it has not logged, and deletes the
-    runs of rows the record no longer holds); returns how many it added.
+    runs of rows the record no longer holds); returns how many it added. Only each
+    dataset's rows of its latest prediction version, as in every table (rows of two
+    versions are never compared); the version is a tag.
 
     The runs are named like the notebooks' result runs and tagged ``source=record``
     with the row's device and origin, so the MLflow UI compares the converged
@@ -291,7 +294,9 @@ def to_mlflow(table: pd.DataFrame, uri: str | None = None) -> int:
 
     from . import tracking
     from .data import DATASETS
+    from .reports.common import latest
 
+    table = latest(versioned(table))
     uri = tracking.tracking_uri(uri)
     client = MlflowClient(uri)
     made = 0
@@ -322,7 +327,7 @@ def to_mlflow(table: pd.DataFrame, uri: str | None = None) -> int:
                     "variant": row["variant"],
                     "held_out_cell_type": row["held_out_cell_type"], "seed": str(row["seed"]),
                     "training_key": row["training_key"], "device": str(row.get("device", "")),
-                    "data_sha256": sha}
+                    "prediction_version": str(row["prediction_version"]), "data_sha256": sha}
             run = tracking.retry(client.create_run, experiment_id, tags=tags,
                                  run_name=tracking.result_name(
                                      row["stage"], row["variant"], row["held_out_cell_type"],
